@@ -1,0 +1,1 @@
+"""The skill-learning coding agent: config, models, the LangGraph loop, memory, REPL."""

@@ -1,0 +1,61 @@
+"""Reading a sandboxed test run: what went wrong, in one category and a short excerpt."""
+
+from __future__ import annotations
+
+import re
+
+from agent.state import Category, TestReport
+from safety import SafetyOutcome
+
+MAX_ERROR_CHARS = 1500
+# Lines of pytest's output worth showing the model: assertion diffs, exceptions, doctest diffs.
+USEFUL_LINE = re.compile(r"^(E\s|>\s|Expected:|Got:|\s{4}\S|\w+Error\b|\w+Exception\b|FAILED|ERROR|"
+                         r"[\w/.]+\.py:\d+:|File \")")
+
+
+def classify(report: TestReport, *, timed_out: bool = False) -> Category:
+    """The failure's category, from the strongest signal in the output."""
+    text = report["error"]
+    if timed_out:
+        return "timeout"
+    if re.search(r"\b(SyntaxError|IndentationError|TabError)\b", text):
+        return "syntax_error"
+    if re.search(r"\b(ImportError|ModuleNotFoundError)\b", text):
+        return "import_error"
+    if report["failed"] and re.search(r"AssertionError|^E\s+assert\b|^Expected:", text, re.M):
+        return "failed_assertion"
+    return "crash"
+
+
+# Frames and paths that say nothing about the skill: pytest/importlib internals, our exec dir.
+NOISE_LINE = re.compile(r"site-packages|/lib/python3\.\d+/|importlib|_bootstrap|^\s*\?\?\?\s*$|"
+                        r"source_stat, co = |tree = ast\.parse|return compile\(|mod = import_path|exec\(co, ")
+EXEC_PATH = re.compile(r"(?:/[^\s\"']*)?/exec/[^/\s\"']+/")
+DURATION = re.compile(r" in \d+(?:\.\d+)?s\b")
+
+
+def excerpt(output: str) -> str:
+    """The useful part of pytest's output, capped, so feedback stays small and comparable."""
+    output = DURATION.sub("", EXEC_PATH.sub("", output))
+    lines = [line.rstrip() for line in output.splitlines() if not NOISE_LINE.search(line)]
+    useful = [line for line in lines if USEFUL_LINE.match(line)] or lines[-20:]
+    summary = next((line for line in reversed(lines) if re.search(r"\b(passed|failed|error)", line)), "")
+    text = "\n".join(dict.fromkeys(useful + ([summary] if summary else [])))
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "\n[...]"
+
+
+def report_from_outcome(outcome: SafetyOutcome) -> TestReport:
+    """Flatten the safety layer's outcome into the loop's report."""
+    if outcome.blocked or outcome.run is None:
+        return {"ok": False, "passed": 0, "failed": 0, "errors": 0, "category": "blocked",
+                "error": outcome.reason or "blocked by the safety gates", "level": "", "seconds": 0.0}
+    run = outcome.run
+    ok = run.passed > 0 and run.failed == 0 and run.errors == 0 and not run.timed_out and run.returncode == 0
+    report: TestReport = {"ok": ok, "passed": run.passed, "failed": run.failed, "errors": run.errors,
+                          "category": None, "error": "" if ok else excerpt(run.output),
+                          "level": run.level, "seconds": run.seconds}
+    if not ok:
+        if run.timed_out:
+            report["error"] = f"timed out after {run.seconds:.1f} s\n" + report["error"]
+        report["category"] = classify(report, timed_out=run.timed_out)
+    return report

@@ -1,0 +1,119 @@
+"""Settings in one place: flags > environment variables > optional TOML file > defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from agent.errors import ConfigError
+
+# Environment variable for each setting that has one.
+ENV_VARS = {
+    "model": "AGENT_MODEL",
+    "workspace": "AGENT_WORKSPACE",
+    "max_iter": "AGENT_MAX_ITER",
+    "timeout": "AGENT_TIMEOUT",
+    "ollama_host": "OLLAMA_HOST",
+    "sandbox": "AGENT_SANDBOX",
+}
+DEFAULT_CONFIG_NAME = "agent.toml"
+
+
+@dataclass(kw_only=True, frozen=True)
+class Settings:
+    """Everything the agent can be configured with. See SETUP.md for each setting."""
+
+    model: str = "auto"  # "auto" | "embedded" | "ollama:<tag>" | "gguf:<path>" | "openai:<name>"
+    workspace: Path = Path("agent_workspace")
+    max_iter: int = 12  # iteration cap of one directive
+    timeout: float = 15.0  # wall-clock seconds for one sandboxed test run
+    ollama_host: str = "http://127.0.0.1:11434"
+    sandbox: str | None = None  # force a sandbox level ("bwrap" | "landlock" | "rlimits")
+    yes: bool = False  # auto-approve tier-2 needs (never tier 3)
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    """Turn a raw value from env/TOML/flags into the field's type, or fail with one line."""
+    try:
+        if name == "workspace":
+            return Path(str(value)).expanduser()
+        if name == "max_iter":
+            number = int(value)
+            if not 1 <= number <= 100:
+                raise ValueError
+            return number
+        if name == "timeout":
+            seconds = float(value)
+            if not 0 < seconds <= 3600:
+                raise ValueError
+            return seconds
+        if name == "yes":
+            if isinstance(value, bool):
+                return value
+            return str(value).strip().lower() in {"1", "true", "yes", "on"}
+        if name == "sandbox" and value not in {"bwrap", "landlock", "rlimits"}:
+            raise ValueError
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid {name} {value!r} from {origin}") from None
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    table = data.get("agent", data)
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return {k: _coerce(k, v, str(path)) for k, v in table.items()}
+
+
+def load_settings(flags: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
+                  config_path: Path | None = None) -> Settings:
+    """Merge the layers. ``flags`` holds only the flags the user gave (None values are ignored)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    explicit = config_path or (Path(env["AGENT_CONFIG"]) if env.get("AGENT_CONFIG") else None)
+    if explicit is not None:
+        values.update(_from_toml(explicit))
+    elif Path(DEFAULT_CONFIG_NAME).is_file():
+        values.update(_from_toml(Path(DEFAULT_CONFIG_NAME)))
+    for name, var in ENV_VARS.items():
+        if env.get(var):
+            values[name] = _coerce(name, env[var], f"${var}")
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+    if "ollama_host" in values and "://" not in values["ollama_host"]:
+        values["ollama_host"] = "http://" + values["ollama_host"]
+    return replace(Settings(), **values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autonomous_agent",
+        description="A local, skill-learning coding agent. Starts an interactive prompt.",
+        epilog="Each flag can also come from an environment variable (AGENT_MODEL, AGENT_WORKSPACE, "
+        "AGENT_MAX_ITER, AGENT_TIMEOUT, OLLAMA_HOST, AGENT_SANDBOX) or agent.toml; flags win.",
+    )
+    parser.add_argument("--model", help="auto (default), embedded, ollama:<tag>, gguf:<path>, openai:<name>")
+    parser.add_argument("--workspace", help="workspace directory (default: agent_workspace)")
+    parser.add_argument("--max-iter", dest="max_iter", help="iteration cap per directive (default: 12)")
+    parser.add_argument("--timeout", help="seconds per sandboxed test run (default: 15)")
+    parser.add_argument("--ollama-host", dest="ollama_host", help="Ollama server (default: $OLLAMA_HOST)")
+    parser.add_argument("--sandbox", help="force a sandbox level: bwrap, landlock or rlimits")
+    parser.add_argument("--config", type=Path, help="TOML settings file (default: ./agent.toml if present)")
+    parser.add_argument("--yes", action="store_true", default=None,
+                        help="approve tier-2 needs (network, shell, ...) without asking; never tier 3")
+    parser.add_argument("-c", "--command", action="append", dest="commands", metavar="LINE",
+                        help="run this REPL line (e.g. ':directive ...') and exit; repeatable")
+    return parser

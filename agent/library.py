@@ -1,0 +1,77 @@
+"""The skill library on disk: ``skills/<name>.py`` with ``skills/tests/test_<name>.py`` beside it.
+
+Memory holds each skill's status; this module holds its files and finds the skills relevant
+to a new goal (BM25 over name, signature and description, via ``rank_bm25``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rank_bm25 import BM25Okapi
+
+from agent.state import SkillSpec
+from safety.paths import resolve_inside, safe_read_text, safe_write_text, validate_skill_name
+
+TOKEN_RE = re.compile(r"[a-z0-9]+")
+
+
+def _tokens(text: str) -> list[str]:
+    return TOKEN_RE.findall(text.lower().replace("_", " "))
+
+
+class SkillLibrary:
+    """Files of the skills in one workspace. Every path goes through the workspace jail."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
+        self.skills_dir = workspace / "skills"
+        (self.skills_dir / "tests").mkdir(parents=True, exist_ok=True)  # bound read-only in the sandbox
+
+    def module_path(self, name: str) -> str:
+        return f"skills/{validate_skill_name(name)}.py"
+
+    def test_path(self, name: str) -> str:
+        return f"skills/tests/test_{validate_skill_name(name)}.py"
+
+    def save(self, spec: SkillSpec, code: str) -> Path:
+        """Write the module and its tests; returns the module's absolute path."""
+        path = safe_write_text(self.workspace, self.module_path(spec["name"]), code)
+        safe_write_text(self.workspace, self.test_path(spec["name"]), spec["tests"])
+        return path
+
+    def source(self, name: str) -> str | None:
+        """The saved module's source, or None if the skill has no file."""
+        return self._read(self.module_path(name))
+
+    def tests(self, name: str) -> str | None:
+        """The saved tests' source, or None."""
+        return self._read(self.test_path(name))
+
+    def _read(self, relative: str) -> str | None:
+        if not resolve_inside(self.workspace, relative).is_file():
+            return None
+        return safe_read_text(self.workspace, relative)
+
+    @staticmethod
+    def relevant(goal: str, skills: list[dict], n: int = 3) -> list[dict]:
+        """The ``n`` working skills most relevant to ``goal`` (BM25), best first; none if no overlap."""
+        working = [s for s in skills if s.get("status") == "working"]
+        if not working:
+            return []
+        corpus = [_tokens(f"{s['name']} {s.get('signature', '')} {s.get('description', '')}")
+                  for s in working]
+        scores = BM25Okapi(corpus).get_scores(_tokens(goal))
+        query = set(_tokens(goal))
+        ranked = sorted(zip(scores, range(len(working))), key=lambda p: -p[0])
+        return [working[i] for _, i in ranked if query & set(corpus[i])][:n]
+
+
+def describe_skills(skills: list[dict]) -> str:
+    """The prompt fragment listing reusable skills ("" when there are none)."""
+    if not skills:
+        return ""
+    lines = ["Existing skills you may import and reuse (from <name> import <name>):"]
+    lines += [f"- {s.get('signature') or s['name']}: {s.get('description', '')}" for s in skills]
+    return "\n".join(lines)

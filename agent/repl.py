@@ -1,0 +1,286 @@
+"""The interactive prompt. One ``cmd_*`` method per command; its docstring is its help text.
+
+``Terminal`` is the one terminal boundary: everything the REPL prints or asks goes through it,
+so a whole session can be driven by prompt_toolkit's pipe input in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Iterable
+
+from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.completion import Completer, Completion, WordCompleter
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.history import FileHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.output import Output
+
+from agent.core import AutonomousAgent, DirectiveResult
+from agent.errors import AgentError
+from agent.nodes import Event
+from safety.approvals import ApprovalRequest, Decision
+
+PROMPT = "Agent> "
+
+
+class Terminal:
+    """Printing and asking, on a prompt_toolkit input/output pair (real terminal by default)."""
+
+    def __init__(self, history: Path | None = None, *, input: Input | None = None,
+                 output: Output | None = None) -> None:
+        self.output = output
+        self.session: PromptSession = PromptSession(
+            history=FileHistory(str(history)) if history else None, input=input, output=output)
+        self.streaming = False
+
+    def say(self, text: str = "", style: str = "") -> None:
+        self.end_stream()
+        print_formatted_text(FormattedText([(style, text)]), output=self.output)
+
+    def warn(self, text: str) -> None:
+        self.say(text, "ansiyellow")
+
+    def error(self, text: str) -> None:
+        self.say(f"error: {text}", "ansired")
+
+    def stream(self, piece: str) -> None:
+        """Show model tokens as they arrive (dimmed), on their own lines."""
+        if not self.streaming:
+            self.streaming = True
+            print_formatted_text(FormattedText([("", "")]), end="", output=self.output)
+        print_formatted_text(FormattedText([("ansibrightblack", piece)]), end="", output=self.output)
+
+    def end_stream(self) -> None:
+        if self.streaming:
+            self.streaming = False
+            print_formatted_text("", output=self.output)
+
+    def prompt(self, message: str = PROMPT, completer: Completer | None = None) -> str:
+        self.end_stream()
+        return self.session.prompt(message, completer=completer)
+
+    def ask_approval(self, request: ApprovalRequest) -> Decision:
+        """Ask about one tier-2 need. Anything but o/a (or Ctrl+C / Ctrl+D) denies."""
+        self.warn(f"The skill asks for {request.need}: {request}.")
+        try:
+            answer = self.prompt("Allow? [o]nce / [a]lways for this skill / [d]eny: ").strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            answer = "d"
+        return {"o": Decision.ONCE, "once": Decision.ONCE, "a": Decision.ALWAYS,
+                "always": Decision.ALWAYS}.get(answer, Decision.DENY)
+
+
+class CommandCompleter(Completer):
+    """Completes command names, then skill names where a command takes one."""
+
+    def __init__(self, repl: Repl) -> None:
+        self.repl = repl
+
+    def get_completions(self, document, complete_event) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        words = text.split()
+        if " " not in text:
+            yield from WordCompleter([f":{c}" for c in self.repl.commands()], sentence=True) \
+                .get_completions(document, complete_event)
+            return
+        command = words[0].lstrip(":")
+        wanted = {"show": 1, "test": 1, "memory": 1, "approvals": 1}.get(command)
+        if wanted is None or len(words) - (0 if text.endswith(" ") else 1) != wanted:
+            return
+        prefix = "" if text.endswith(" ") else words[-1]
+        options = (["raw"] if command == "memory" else ["revoke"] if command == "approvals"
+                   else self.repl.skill_names())
+        for option in options:
+            if option.startswith(prefix):
+                yield Completion(option, start_position=-len(prefix))
+
+
+class Repl:
+    """The commands. ``handle`` runs one line; ``loop`` reads lines until :quit or EOF."""
+
+    def __init__(self, agent: AutonomousAgent, terminal: Terminal) -> None:
+        self.agent, self.term = agent, terminal
+        self.completer = CommandCompleter(self)
+        self.running = True
+
+    def commands(self) -> list[str]:
+        return sorted(name[4:] for name in dir(self) if name.startswith("cmd_"))
+
+    def skill_names(self) -> list[str]:
+        return sorted(s["name"] for s in self.agent.memory.read()["skills"])
+
+    def loop(self) -> None:
+        while self.running:
+            try:
+                line = self.term.prompt(completer=self.completer)
+            except KeyboardInterrupt:
+                continue  # Ctrl+C at the prompt clears the line, like Python's REPL
+            except EOFError:
+                break
+            self.handle(line)
+
+    def handle(self, line: str) -> None:
+        """Run one input line; user errors print one line, never a traceback."""
+        line = line.strip()
+        if not line:
+            return
+        if not line.startswith(":"):
+            self.term.error(f"unknown input {line[:40]!r}: commands start with ':' (try :help)")
+            return
+        command, _, argument = line[1:].partition(" ")
+        method = getattr(self, f"cmd_{command.lower()}", None)
+        if method is None:
+            self.term.error(f"unknown command :{command} (try :help)")
+            return
+        try:
+            method(argument.strip())
+        except AgentError as err:
+            self.term.error(str(err))
+        except ValueError as err:  # invalid skill names and the like
+            self.term.error(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def cmd_directive(self, goal: str) -> None:
+        """:directive <goal>  plan, write and test a new skill, e.g. :directive Create a JSON validator skill"""
+        if not goal:
+            self.term.error("a directive needs a goal, e.g. :directive Create a JSON validator skill")
+            return
+        try:
+            result = self.agent.run(goal)
+        except KeyboardInterrupt:
+            self.term.warn("Interrupted: the directive is recorded as interrupted and stays pending.")
+            return
+        self.show_result(result)
+
+    def show_result(self, result: DirectiveResult) -> None:
+        if result.ok:
+            self.term.say(f"  ✅ {result.message} ({result.iterations}/{result.max_iterations} iterations, "
+                          f"{result.seconds:.1f} s)", "ansigreen")
+        elif result.status == "pending":
+            self.term.error(result.message)
+            self.term.warn("The directive stays pending (:memory lists it).")
+        else:
+            self.term.say(f"  ❌ {result.message} ({result.reason})", "ansired")
+
+    def cmd_skills(self, _: str) -> None:
+        """:skills  list skills: name, status, description, last tested"""
+        skills = self.agent.memory.read()["skills"]
+        if not skills:
+            self.term.say("No skills yet. Try :directive Create a skill `add(a: int, b: int) -> int`")
+            return
+        rows = [("name", "status", "description", "last tested")] + [
+            (s["name"], s["status"], s.get("description", "")[:50], (s.get("last_tested") or "never")[:19])
+            for s in sorted(skills, key=lambda s: s["name"])]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for i, row in enumerate(rows):
+            self.term.say("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(),
+                          "bold" if i == 0 else "")
+
+    def cmd_show(self, name: str) -> None:
+        """:show <skill>  print a skill's module and tests"""
+        source = self.agent.library.source(name) if name else None
+        if source is None:
+            self.term.error(f"no saved skill named {name!r} (see :skills)")
+            return
+        self.term.say(f"# skills/{name}.py", "bold")
+        self.term.say(source.rstrip())
+        self.term.say(f"# {self.agent.library.test_path(name)}", "bold")
+        self.term.say((self.agent.library.tests(name) or "").rstrip())
+
+    def cmd_test(self, name: str) -> None:
+        """:test <skill>  re-run a saved skill's doctests and tests in the sandbox"""
+        if not name:
+            self.term.error("usage: :test <skill>")
+            return
+        report = self.agent.retest(name)
+        verdict = "working" if report["ok"] else f"failed ({report['category']})"
+        self.term.say(f"  {name}: {verdict} · sandbox: {report['level'] or '-'} · {report['passed']} passed, "
+                      f"{report['failed']} failed, {report['errors']} errors")
+
+    def cmd_memory(self, argument: str) -> None:
+        """:memory [raw]  summary of memory (skills by status, recent failures, pending directives)"""
+        if argument == "raw":
+            self.term.say(json.dumps(self.agent.memory.read(), indent=2))
+            return
+        if argument:
+            self.term.error("usage: :memory or :memory raw")
+            return
+        summary = self.agent.memory.summary()
+        counts = ", ".join(f"{n} {status}" for status, n in summary["skills"].items())
+        self.term.say(f"Memory: {self.agent.memory.path}")
+        self.term.say(f"  skills: {counts}")
+        self.term.say(f"  failures logged: {summary['failures']}")
+        for failure in summary["recent_failures"]:
+            error = (failure["error"].splitlines() or [""])[0][:80]
+            self.term.say(f"    {failure['timestamp'][:19]}  {failure['skill']}  {failure['category']}: {error}")
+        waiting = [d for d in self.agent.memory.read()["directives"] if d["status"] in ("pending", "interrupted")]
+        self.term.say(f"  pending directives: {len(waiting)}")
+        for directive in waiting:
+            self.term.say(f"    [{directive['status']}] {directive['goal'][:70]}"
+                          + (f" ({directive['reason']})" if directive.get("reason") else ""))
+
+    def cmd_status(self, _: str) -> None:
+        """:status  model, sandbox level, workspace and limits"""
+        settings, sandbox = self.agent.settings, self.agent.sandbox
+        self.term.say(f"  model:     {self.model_label()}")
+        self.term.say(f"  sandbox:   {sandbox.level}" + (f"  ⚠ {sandbox.warning}" if sandbox.warning else ""))
+        self.term.say(f"  workspace: {self.agent.workspace}")
+        self.term.say(f"  limits:    {settings.max_iter} iterations, {settings.timeout:g} s per test run")
+
+    def model_label(self) -> str:
+        try:
+            model = self.agent.model
+        except AgentError as err:
+            return f"unavailable ({err})"
+        return f"{model.name} ({'chat' if model.chat else 'completion'} prompts)"
+
+    def cmd_approvals(self, argument: str) -> None:
+        """:approvals [revoke <skill> <need>]  list remembered grants, or revoke one"""
+        words = shlex.split(argument)
+        if words[:1] == ["revoke"]:
+            if len(words) != 3:
+                self.term.error("usage: :approvals revoke <skill> <need>")
+                return
+            done = self.agent.approvals.revoke(words[1], words[2])
+            self.term.say(f"  revoked {words[2]} for {words[1]}" if done else
+                          f"  no grant of {words[2]} for {words[1]}")
+            return
+        if words:
+            self.term.error("usage: :approvals or :approvals revoke <skill> <need>")
+            return
+        grants = self.agent.memory.all_grants()
+        if not grants:
+            self.term.say("  No grants remembered.")
+        for skill, needs in sorted(grants.items()):
+            for need, decision in sorted(needs.items()):
+                self.term.say(f"  {skill}: {need} = {decision}")
+
+    def cmd_help(self, _: str) -> None:
+        """:help  this list"""
+        for name in self.commands():
+            doc = (getattr(self, f"cmd_{name}").__doc__ or "").strip()
+            usage, _, text = doc.partition("  ")
+            self.term.say(f"  {usage.ljust(32)} {text.strip()}")
+        self.term.say("  Ctrl+C cancels a running directive; Ctrl+D or :quit leaves.")
+
+    def cmd_quit(self, _: str) -> None:
+        """:quit  leave (Ctrl+D too)"""
+        self.running = False
+
+
+
+def print_event(term: Terminal, event: Event) -> None:
+    """One progress line: phase, what happened, iteration n/N, tokens, seconds."""
+    details = []
+    if event.iteration:
+        details.append(f"iteration {event.iteration}/{event.max_iterations}")
+    if event.tokens:
+        details.append(f"{event.tokens} tokens")
+    if event.seconds >= 0.05:
+        details.append(f"{event.seconds:.1f} s")
+    suffix = f"  ({', '.join(details)})" if details else ""
+    term.say(f"  {event.phase.ljust(7)} {event.message}{suffix}")

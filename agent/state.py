@@ -1,0 +1,50 @@
+"""The graph's state. Nodes return partial dicts; every field is overwritten (no reducers)."""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+Category = Literal["syntax_error", "import_error", "failed_assertion", "timeout", "crash",
+                   "no_code", "blocked", "model_error"]
+Reason = Literal["passed", "iteration_cap", "no_progress", "blocked", "no_plan"]
+
+
+class Example(TypedDict):
+    call: str  # a Python expression calling the skill, e.g. "reverse_words('a b')"
+    result: str  # the repr of its value, e.g. "'b a'"
+
+
+class SkillSpec(TypedDict):
+    name: str  # snake_case, validated by safety.paths.validate_skill_name
+    signature: str  # "name(arg: type, ...) -> type", no "def", no colon
+    description: str  # one sentence, the first docstring line
+    examples: list[Example]  # become doctests in the docstring
+    tests: str  # a pytest module's source; imports the skill with "from <name> import <name>"
+
+
+class TestReport(TypedDict):
+    ok: bool  # every collected test and doctest passed, and there was at least one
+    passed: int
+    failed: int
+    errors: int
+    category: Category | None  # None when ok
+    error: str  # the short, useful part of the output ("" when ok)
+    level: str  # sandbox level it ran on ("" when it never ran)
+    seconds: float
+
+
+class LoopState(TypedDict, total=False):
+    goal: str  # the user's directive, verbatim
+    skill_name: str | None  # a name the caller asked for (plan must use it)
+    directive_id: str  # memory's id for this directive
+    max_iterations: int  # the cap; iteration never exceeds it
+    spec: SkillSpec | None  # set by plan; None means planning failed
+    iteration: int  # number of write attempts so far (1-based after the first write)
+    code: str  # the module under test this iteration
+    fresh_code: bool  # False when the model's reply had no usable code (code = best so far)
+    best_code: str  # the version that passed the most checks so far ("" before any)
+    best_passed: int  # how many checks best_code passed (-1 before any run)
+    report: TestReport | None  # the latest test result
+    previous_failure: str  # fingerprint (category, error, code) of the previous failure
+    reason: Reason | None  # why the loop ended; None while it runs
+    tokens: int  # tokens in + out over the whole directive

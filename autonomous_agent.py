@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""A local, skill-learning coding agent.
+
+    python autonomous_agent.py            # the interactive prompt (Agent> )
+    python autonomous_agent.py --help     # flags; each also has an environment variable
+
+As a library::
+
+    from autonomous_agent import AutonomousAgent
+    agent = AutonomousAgent(workspace="agent_workspace", model="ollama:qwen2.5-coder:7b")
+    result = agent.run("Create a regex pattern matcher", skill_name="regex_matcher")
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from prompt_toolkit.input import Input
+from prompt_toolkit.output import Output
+
+from agent.config import build_parser, load_settings
+from agent.core import AutonomousAgent, DirectiveResult
+from agent.errors import AgentError
+
+__all__ = ["AutonomousAgent", "DirectiveResult", "main"]
+
+
+def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
+         output: Output | None = None) -> int:
+    """Run the CLI; returns the exit status. ``input``/``output`` let tests drive a whole session."""
+    from agent.repl import Repl, Terminal, print_event  # prompt_toolkit UI only when it is used
+
+    args = build_parser().parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "commands")}
+    try:
+        settings = load_settings(flags, config_path=args.config)
+        history = settings.workspace / "history"
+        history.mkdir(parents=True, exist_ok=True)
+        term = Terminal(history / "repl_history", input=input, output=output)
+        agent = AutonomousAgent(settings=settings, approve=term.ask_approval,
+                                on_event=lambda event: print_event(term, event),
+                                on_token=term.stream, on_notice=term.warn)
+    except AgentError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: cannot use workspace {err.filename}: {err.strerror}", file=sys.stderr)
+        return 1
+    repl = Repl(agent, term)
+    term.say(f"Autonomous agent · workspace {agent.workspace}")
+    term.say(f"  model:   {repl.model_label()}")
+    sandbox = agent.sandbox
+    term.say(f"  sandbox: {sandbox.level}")
+    if sandbox.warning:
+        term.warn(f"  ⚠ {sandbox.warning}")
+    if args.commands:
+        for line in args.commands:
+            repl.handle(line)
+        return 0
+    term.say("Type :help for commands, :quit to leave.")
+    repl.loop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The single entry point for running generated code: gates, approvals, sandbox.
+
+``run_generated`` is the only code path that executes a skill, its doctests or its tests.
+See safety/README.md for what each layer stops and what it does not.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from safety.approvals import ApprovalRequest, Approvals, Decision, GrantStore, JsonGrantStore
+from safety.paths import (InvalidSkillName, resolve_inside, safe_read_text, safe_rmtree,
+                          safe_write_text, validate_skill_name)
+from safety.policy import Finding, Tier, Verdict, check_code
+from safety.sandbox import RunResult, Sandbox, SandboxUnavailable, available_levels
+
+__all__ = ["ApprovalRequest", "Approvals", "Decision", "Finding", "GrantStore", "InvalidSkillName",
+           "JsonGrantStore", "RunResult", "SafetyOutcome", "Sandbox", "SandboxUnavailable",
+           "TestRun", "Tier", "Verdict", "available_levels", "check_code", "resolve_inside",
+           "run_generated", "safe_read_text", "safe_write_text", "validate_skill_name"]
+
+CONFTEST = '''"""Written by safety.run_generated: earlier skills (read-only) are importable."""
+import sys
+SKILLS_DIR = {skills!r}
+if SKILLS_DIR and SKILLS_DIR not in sys.path:
+    sys.path.append(SKILLS_DIR)
+'''
+COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)")
+SUMMARY = re.compile(r"^=*\s*(?:\d+ \w+|no tests ran).* in [\d.]+s", re.M)
+
+
+@dataclass(frozen=True)
+class TestRun:
+    __test__ = False  # not a pytest class
+    level: str
+    passed: int
+    failed: int
+    errors: int
+    returncode: int | None
+    timed_out: bool
+    output: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.failed == 0 and self.errors == 0 and self.passed > 0
+
+
+@dataclass(frozen=True)
+class SafetyOutcome:
+    verdict: Verdict
+    blocked: bool                 # True: the code never ran
+    reason: str | None            # one line for the user
+    granted: frozenset[str]
+    run: TestRun | None           # None when blocked
+
+
+def parse_pytest(result: RunResult) -> TestRun:
+    """Counts from pytest's last summary line; anything unparsable counts as an error."""
+    output = result.stdout + ("\n" + result.stderr if result.stderr else "")
+    lines = SUMMARY.findall(result.stdout)
+    counts = {"passed": 0, "failed": 0, "errors": 0}
+    if lines:
+        for n, kind in COUNT.findall(lines[-1]):
+            key = "errors" if kind.startswith("error") else kind
+            if key in counts:
+                counts[key] += int(n)
+    if result.returncode not in (0, 1) and counts["errors"] == 0:
+        counts["errors"] = 1  # crash, timeout, collection failure, no tests, killed
+    if result.timed_out:
+        output += f"\n[sandbox] timed out: the whole process tree was killed"
+    if result.truncated:
+        output += "\n[sandbox] output truncated"
+    return TestRun(result.level, counts["passed"], counts["failed"], counts["errors"],
+                   result.returncode, result.timed_out, output, result.seconds)
+
+
+def gate(name: str, module_source: str, test_source: str) -> Verdict:
+    """The gates over both files a skill run executes."""
+    return (check_code(module_source, filename=f"{name}.py")
+            + check_code(test_source, filename=f"test_{name}.py"))
+
+
+def run_generated(*, name: str, module_source: str, test_source: str, workspace: Path,
+                  sandbox: Sandbox, approvals: Approvals, timeout: float = 15.0,
+                  skills_dir: Path | None = None) -> SafetyOutcome:
+    """Gate, approve, then run the module's doctests and its tests in the sandbox."""
+    validate_skill_name(name)
+    verdict = gate(name, module_source, test_source)
+    if verdict.tier == Tier.BLOCKED:
+        first = verdict.blocking()[0]
+        return SafetyOutcome(verdict, True, f"blocked by gate {first.rule} "
+                             f"({first.filename}:{first.line}: {first.message})", frozenset(), None)
+    granted: frozenset[str] = frozenset()
+    if verdict.needs:
+        granted, denied = approvals.resolve(name, verdict.needs,
+                                            allow_auto=sandbox.level != "rlimits")
+        if denied:
+            asked = ", ".join(str(ApprovalRequest(name, n)) for n in sorted(denied))
+            return SafetyOutcome(verdict, True, f"not approved: {asked}", granted, None)
+    run = _run_in_exec_dir(name, module_source, test_source, Path(workspace), sandbox,
+                           timeout, skills_dir, granted)
+    return SafetyOutcome(verdict, False, None, granted, run)
+
+
+def _run_in_exec_dir(name: str, module_source: str, test_source: str, workspace: Path,
+                     sandbox: Sandbox, timeout: float, skills_dir: Path | None,
+                     granted: frozenset[str]) -> TestRun:
+    rel = f"exec/{name}-{secrets.token_hex(4)}"
+    exec_dir = resolve_inside(workspace, rel)
+    try:
+        safe_write_text(workspace, f"{rel}/{name}.py", module_source)
+        safe_write_text(workspace, f"{rel}/test_{name}.py", test_source)
+        skills = str(Path(skills_dir).resolve()) if skills_dir else ""
+        safe_write_text(workspace, f"{rel}/conftest.py", CONFTEST.format(skills=skills))
+        readonly = [Path(skills)] if skills else []
+        result = sandbox.run_python(
+            ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--doctest-modules",
+             "--rootdir", str(exec_dir), f"{name}.py", f"test_{name}.py"],
+            cwd=exec_dir, timeout=timeout, grants=granted, readonly=readonly,
+            writable=[exec_dir])
+        return parse_pytest(result)
+    finally:
+        safe_rmtree(exec_dir)

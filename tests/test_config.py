@@ -1,0 +1,70 @@
+"""Settings: flags > environment > TOML > defaults, and one-line errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import Settings, build_parser, load_settings
+from agent.errors import ConfigError
+
+
+def test_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(env={})
+    assert settings == Settings()
+    assert (settings.max_iter, settings.timeout, settings.model) == (12, 15.0, "auto")
+
+
+def test_layers_flags_beat_env_beat_toml(tmp_path):
+    toml = tmp_path / "agent.toml"
+    toml.write_text('[agent]\nmodel = "ollama:from-toml"\nmax_iter = 4\ntimeout = 30\n')
+    env = {"AGENT_MODEL": "ollama:from-env", "AGENT_MAX_ITER": "6", "OLLAMA_HOST": "gpu-box:11434"}
+    settings = load_settings({"max_iter": "9", "model": None}, env=env, config_path=toml)
+    assert settings.model == "ollama:from-env"  # env beats TOML; the flag was not given
+    assert settings.max_iter == 9  # flag beats env
+    assert settings.timeout == 30.0  # only TOML set it
+    assert settings.ollama_host == "http://gpu-box:11434"
+
+
+def test_agent_toml_in_the_current_directory_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("agent.toml").write_text("max_iter = 3\n")
+    assert load_settings(env={}).max_iter == 3
+
+
+@pytest.mark.parametrize("flags, env, message", [
+    ({"max_iter": "0"}, {}, "invalid max_iter '0' from --max-iter"),
+    ({"timeout": "soon"}, {}, "invalid timeout 'soon' from --timeout"),
+    ({}, {"AGENT_MAX_ITER": "many"}, "invalid max_iter 'many' from $AGENT_MAX_ITER"),
+    ({"sandbox": "docker"}, {}, "invalid sandbox 'docker' from --sandbox"),
+])
+def test_bad_values_are_one_line(tmp_path, monkeypatch, flags, env, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_settings(flags, env=env)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("content, message", [
+    ("max_iter = [", "is not valid TOML"),
+    ("colour = 'red'\n", "unknown setting(s) colour"),
+])
+def test_bad_toml_is_one_line(tmp_path, content, message):
+    path = tmp_path / "agent.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(env={}, config_path=path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(env={}, config_path=tmp_path / "nope.toml")
+
+
+def test_parser_knows_the_documented_flags():
+    args = build_parser().parse_args(["--model", "embedded", "--workspace", "ws", "--max-iter", "3",
+                                      "--timeout", "5", "--yes", "-c", ":skills"])
+    assert (args.model, args.workspace, args.max_iter, args.timeout, args.yes, args.commands) == \
+        ("embedded", "ws", "3", "5", True, [":skills"])

@@ -1,0 +1,165 @@
+"""The loop, end to end through the real graph, memory and sandbox, with a scripted model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.core import AutonomousAgent
+from agent.errors import AgentError, ModelUnavailable
+from tests.conftest import FakeModel
+
+PLAN = json.dumps({
+    "name": "add_numbers", "signature": "add_numbers(a: int, b: int) -> int",
+    "description": "Add two integers.",
+    "examples": [{"call": "add_numbers(1, 2)", "result": "3"}],
+    "tests": "from add_numbers import add_numbers\n\ndef test_add():\n    assert add_numbers(2, 2) == 4\n\n"
+             "def test_negative():\n    assert add_numbers(-1, 1) == 0\n",
+})
+GOOD = "```python\ndef add_numbers(a: int, b: int) -> int:\n    \"\"\"Add two integers.\n\n" \
+       "    >>> add_numbers(1, 2)\n    3\n    \"\"\"\n    return a + b\n```"
+WRONG = "```python\ndef add_numbers(a: int, b: int) -> int:\n    return a - b\n```"
+SYNTAX = "```python\ndef add_numbers(a: int, b: int) -> int:\n    return a +\n```"
+
+
+def make_agent(workspace, model, **kwargs) -> AutonomousAgent:
+    events: list = []
+    agent = AutonomousAgent(workspace=workspace, model=model, on_event=events.append, **kwargs)
+    agent.events = events  # type: ignore[attr-defined]
+    return agent
+
+
+def test_good_code_first_time(workspace):
+    model = FakeModel([PLAN, GOOD])
+    agent = make_agent(workspace, model)
+    result = agent.run("Create a skill that adds two numbers")
+    assert (result.status, result.reason, result.iterations) == ("working", "passed", 1)
+    assert result.path == workspace.resolve() / "skills" / "add_numbers.py"
+    assert "return a + b" in result.path.read_text()
+    assert "def test_add" in (workspace / "skills" / "tests" / "test_add_numbers.py").read_text()
+    skill = agent.memory.get_skill("add_numbers")
+    assert skill["status"] == "working" and skill["last_tested"] and skill["sandbox_level"]
+    directive = agent.memory.read()["directives"][-1]
+    assert (directive["status"], directive["reason"], directive["iterations"]) == ("done", "passed", 1)
+    assert [e.phase for e in agent.events] == ["PLAN", "WRITE", "TEST", "ANALYZE", "SAVE"]
+    # the model was asked to plan the goal, then to implement the planned stub and tests
+    assert "Create a skill that adds two numbers" in model.prompts()[0]
+    assert "def add_numbers(a: int, b: int) -> int:" in model.prompts()[1]
+    assert "assert add_numbers(2, 2) == 4" in model.prompts()[1]
+
+
+def test_broken_then_fixed_feeds_the_failure_back(workspace):
+    model = FakeModel([PLAN, WRONG, GOOD])
+    agent = make_agent(workspace, model)
+    result = agent.run("Create a skill that adds two numbers")
+    assert (result.status, result.iterations) == ("working", 2)
+    retry_prompt = model.prompts()[2]
+    assert "failed with failed_assertion" in retry_prompt
+    assert "return a - b" in retry_prompt  # the previous code is shown
+    failures = agent.memory.read()["failures"]
+    assert [f["category"] for f in failures] == ["failed_assertion"]
+
+
+def test_never_fixed_stops_at_the_cap(workspace):
+    wrong_variants = [WRONG.replace("a - b", f"a - b - {i}") for i in range(3)]
+    model = FakeModel([PLAN, *wrong_variants])
+    agent = make_agent(workspace, model, max_iter=3)
+    result = agent.run("Create a skill that adds two numbers")
+    assert (result.status, result.reason, result.iterations) == ("failed", "iteration_cap", 3)
+    assert agent.memory.get_skill("add_numbers")["status"] == "failed"
+    assert not (workspace / "skills" / "add_numbers.py").exists()
+    assert agent.memory.read()["directives"][-1]["reason"] == "iteration_cap"
+    assert len(model.history) == 4  # one plan + exactly three writes
+
+
+def test_garbage_replies_count_as_failed_iterations(workspace):
+    model = FakeModel([PLAN, "I cannot help with that.", "```\nnot python at all(\n```", GOOD])
+    agent = make_agent(workspace, model, max_iter=5)
+    result = agent.run("Create a skill that adds two numbers")
+    assert (result.status, result.iterations) == ("working", 3)
+    categories = [f["category"] for f in agent.memory.read()["failures"]]
+    assert categories == ["no_code", "no_code"]
+    assert "no usable ```python block" in model.prompts()[2]
+
+
+def test_garbage_after_a_partial_success_keeps_the_better_version(workspace):
+    half = "```python\ndef add_numbers(a: int, b: int) -> int:\n    return 4 if a == 2 else 99\n```"
+    model = FakeModel([PLAN, half, "no code here", "still nothing"])
+    agent = make_agent(workspace, model, max_iter=3)
+    result = agent.run("Create a skill that adds two numbers")
+    assert result.reason == "iteration_cap"
+    # the garbage replies did not replace the version that passed one test
+    assert "return 4 if a == 2 else 99" in agent.memory.read()["failures"][-1]["code_snippet"]
+
+
+def test_same_failure_with_same_code_stops_early(workspace):
+    model = FakeModel([PLAN, SYNTAX, SYNTAX])
+    agent = make_agent(workspace, model, max_iter=10)
+    result = agent.run("Create a skill that adds two numbers")
+    assert (result.status, result.reason, result.iterations) == ("failed", "no_progress", 2)
+    assert agent.memory.read()["failures"][0]["category"] == "syntax_error"
+
+
+def test_unusable_plan_ends_with_no_plan(workspace):
+    model = FakeModel(["no json here", "{still not json"])
+    agent = make_agent(workspace, model)
+    result = agent.run("Create something vague")
+    assert (result.status, result.reason) == ("failed", "no_plan")
+
+
+def test_skill_name_is_imposed_on_the_plan(workspace):
+    model = FakeModel([PLAN.replace("add_numbers", "adder"), GOOD.replace("add_numbers", "adder")])
+    agent = make_agent(workspace, model)
+    result = agent.run("Create a skill that adds two numbers", skill_name="adder")
+    assert result.skill == "adder" and result.ok
+    assert "must be named adder" in model.prompts()[0]
+
+
+def test_model_unavailable_leaves_the_directive_pending(workspace):
+    model = FakeModel([ModelUnavailable("Ollama does not answer at http://x:1; start it with `ollama serve`")])
+    agent = make_agent(workspace, model)
+    result = agent.run("Create a skill that adds two numbers")
+    assert (result.status, result.reason) == ("pending", "model_unavailable")
+    assert "ollama serve" in result.message
+    assert [d["status"] for d in agent.memory.pending_directives()] == ["pending"]
+
+
+def test_interrupt_records_the_directive_as_interrupted(workspace):
+    model = FakeModel([PLAN, KeyboardInterrupt()])
+    agent = make_agent(workspace, model)
+    with pytest.raises(KeyboardInterrupt):
+        agent.run("Create a skill that adds two numbers")
+    directive = agent.memory.read()["directives"][-1]
+    assert (directive["status"], directive["reason"]) == ("interrupted", "interrupted")
+
+
+@pytest.mark.parametrize("goal", ["", "   "])
+def test_empty_goal_is_refused_before_any_work(workspace, goal):
+    agent = make_agent(workspace, FakeModel())
+    with pytest.raises(AgentError, match="needs a goal"):
+        agent.run(goal)
+    assert agent.memory.read()["directives"] == []
+
+
+def test_run_many_lets_later_skills_reuse_earlier_ones(workspace):
+    plan2 = json.dumps({
+        "name": "add_three", "signature": "add_three(a: int, b: int, c: int) -> int",
+        "description": "Add three integers using add_numbers.", "examples": [],
+        "tests": "from add_three import add_three\n\ndef test_it():\n    assert add_three(1, 2, 3) == 6\n"})
+    code2 = ("```python\nfrom add_numbers import add_numbers\n\n"
+             "def add_three(a: int, b: int, c: int) -> int:\n    return add_numbers(add_numbers(a, b), c)\n```")
+    model = FakeModel([PLAN, GOOD, plan2, code2])
+    agent = make_agent(workspace, model)
+    results = agent.run_many(["Create a skill that adds two numbers", "Add three numbers with add numbers"])
+    assert [r.status for r in results] == ["working", "working"]
+    assert "add_numbers(a: int, b: int) -> int: Add two integers." in model.prompts()[2]
+
+
+def test_retest_reruns_a_saved_skill(workspace):
+    agent = make_agent(workspace, FakeModel([PLAN, GOOD]))
+    agent.run("Create a skill that adds two numbers")
+    (workspace / "skills" / "add_numbers.py").write_text("def add_numbers(a, b):\n    return 0\n")
+    report = agent.retest("add_numbers")
+    assert not report["ok"] and report["category"] == "failed_assertion"
+    assert agent.memory.get_skill("add_numbers")["status"] == "failed"

@@ -1,0 +1,368 @@
+"""memory.json: schema, atomic writes, backup, corruption, directives, failures, grants."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import ValidationError
+
+from agent.errors import MemoryCorrupted
+from agent.memory import CURRENT_VERSION, SNIPPET_MAX, Memory, check, empty, new_skill
+
+STAMP = "2025-01-02T03:04:05.678Z"
+DELETE = object()
+
+
+def valid_doc() -> dict[str, Any]:
+    """A current-version doc with one of everything."""
+    doc = empty()
+    doc["skills"].append({**new_skill("json_validator", STAMP), "status": "working",
+                          "approvals": {"network": "always"}, "dependencies": ["text_utils"]})
+    doc["failures"].append({"seq": 1, "skill": "json_validator", "error": "AssertionError",
+                            "category": "failed_assertion", "code_snippet": "assert f() == 1",
+                            "timestamp": STAMP, "iteration": 1, "directive_id": "0123456789ab"})
+    doc["directives"].append({"id": "0123456789ab", "goal": "Create a JSON validator",
+                              "status": "done", "created_at": STAMP, "updated_at": STAMP,
+                              "skill": "json_validator", "iterations": 1, "reason": "passed",
+                              "max_iterations": 12})
+    doc["failures_total"] = 1
+    return doc
+
+
+def write_doc(ws: Path, doc: Any) -> bytes:
+    data = json.dumps(doc).encode()
+    (ws / "memory.json").write_bytes(data)
+    return data
+
+
+# -- schema ---------------------------------------------------------------------------------------
+
+def test_valid_doc_passes_schema() -> None:
+    check(valid_doc())
+    check(empty())
+
+
+@pytest.mark.parametrize("where, value", [
+    (("version",), 1), (("version",), "2"), (("failures_total",), -1), (("surprise",), 1),
+    (("skills", 0, "name"), "JsonValidator"), (("skills", 0, "name"), "1abc"),
+    (("skills", 0, "name"), "a" * 65), (("skills", 0, "status"), "done"),
+    (("skills", 0, "description"), DELETE), (("skills", 0, "surprise"), 1),
+    (("skills", 0, "created_at"), "yesterday"), (("skills", 0, "updated_at"), "2025-01-02T03:04:05"),
+    (("skills", 0, "updated_at"), "2025-01-02T03:04:05+02:00"), (("skills", 0, "last_tested"), 5),
+    (("skills", 0, "path"), "/etc/passwd"), (("skills", 0, "path"), "skills/../../x.py"),
+    (("skills", 0, "test_path"), "..\\x.py"), (("skills", 0, "iterations"), -1),
+    (("skills", 0, "iterations"), "3"), (("skills", 0, "sandbox_level"), 3),
+    (("skills", 0, "approvals"), {"network": "once"}), (("skills", 0, "dependencies"), ["Bad-Name"]),
+    (("failures", 0, "category"), "oops"), (("failures", 0, "error"), "x" * 501),
+    (("failures", 0, "code_snippet"), "x" * (SNIPPET_MAX + 1)), (("failures", 0, "seq"), 0),
+    (("failures", 0, "skill"), "Bad Skill"), (("failures", 0, "directive_id"), "XYZ"),
+    (("failures", 0, "timestamp"), DELETE), (("failures", 0, "iteration"), None),
+    (("directives", 0, "status"), "completed"), (("directives", 0, "reason"), "because"),
+    (("directives", 0, "goal"), ""), (("directives", 0, "max_iterations"), 0),
+    (("directives", 0, "id"), DELETE), (("directives", 0, "skill"), 7),
+])
+def test_each_bad_field_is_rejected(where: tuple[Any, ...], value: Any) -> None:
+    doc = valid_doc()
+    parent = doc
+    for key in where[:-1]:
+        parent = parent[key]
+    if value is DELETE:
+        del parent[where[-1]]
+    else:
+        parent[where[-1]] = value
+    with pytest.raises(ValidationError):
+        check(doc)
+
+
+@pytest.mark.parametrize("key", ["skills", "directives"])
+def test_duplicate_names_and_ids_are_rejected(key: str) -> None:
+    doc = valid_doc()
+    doc[key].append(copy.deepcopy(doc[key][0]))
+    with pytest.raises(ValidationError, match="duplicate"):
+        check(doc)
+
+
+# -- load, atomic write, backup -------------------------------------------------------------------
+
+def test_missing_file_reads_as_empty_and_creates_nothing(workspace: Path) -> None:
+    memory = Memory(workspace)
+    assert memory.read() == empty()
+    assert memory.read()["version"] == CURRENT_VERSION
+    assert list(workspace.iterdir()) == []
+
+
+def test_update_writes_valid_file_and_keeps_backup(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("first")
+    first = memory.path.read_bytes()
+    assert not memory.backup_path.exists()  # nothing to back up on the very first write
+    memory.upsert_skill("second")
+    assert memory.backup_path.read_bytes() == first
+    check(json.loads(memory.path.read_bytes()))
+    assert [s["name"] for s in memory.read()["skills"]] == ["first", "second"]
+
+
+def test_unchanged_doc_is_not_rewritten_so_the_backup_survives(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("first")
+    memory.upsert_skill("second")
+    backup, current = memory.backup_path.read_bytes(), memory.path.read_bytes()
+    assert memory.update(lambda doc: len(doc["skills"])) == 2
+    assert memory.revoke_grant("first", "network") is False
+    assert (memory.backup_path.read_bytes(), memory.path.read_bytes()) == (backup, current)
+
+
+@pytest.mark.parametrize("fail_on", ["memory.json.bak", "memory.json"])
+def test_crash_during_rename_leaves_old_file_and_no_temp(workspace: Path, fail_on: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("kept")
+    before = memory.path.read_bytes()
+    real_replace = os.replace
+
+    def crashing_replace(src: Any, dst: Any) -> None:
+        if Path(dst).name == fail_on:
+            raise OSError("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crashing_replace)
+    with pytest.raises(OSError, match="simulated crash"):
+        memory.upsert_skill("lost")
+    monkeypatch.undo()
+    assert memory.path.read_bytes() == before
+    assert [p.name for p in workspace.iterdir() if p.name.endswith(".tmp")] == []
+    assert memory.get_skill("lost") is None and memory.get_skill("kept") is not None
+
+
+def test_fn_that_raises_writes_nothing(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("kept")
+    before = memory.path.read_bytes()
+
+    def half_done(doc: dict[str, Any]) -> None:
+        doc["skills"].clear()
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        memory.update(half_done)
+    assert memory.path.read_bytes() == before
+
+
+def test_invalid_update_raises_one_line_value_error(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("kept")
+    before = memory.path.read_bytes()
+    with pytest.raises(ValueError) as info:
+        memory.update(lambda doc: doc["skills"][0].update(status="great"))
+    assert isinstance(info.value.__cause__, ValidationError)
+    assert "\n" not in str(info.value) and "status" in str(info.value)
+    assert memory.path.read_bytes() == before
+
+
+def test_corruption_after_a_write_is_still_caught(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("kept")
+    memory.read()
+    memory.path.write_text(memory.path.read_text().replace('"untested"', '"great"'))
+    with pytest.raises(MemoryCorrupted, match="status"):
+        memory.read()
+
+
+def test_nested_update_is_refused(workspace: Path) -> None:
+    memory = Memory(workspace)
+    with pytest.raises(RuntimeError, match="reentrant"):
+        memory.update(lambda doc: memory.upsert_skill("inner"))
+    assert memory.get_skill("inner") is None
+
+
+# -- corruption -----------------------------------------------------------------------------------
+
+CORRUPT = {
+    "bad_json": b'{"version": 2, "skills": [',
+    "empty_file": b"",
+    "not_utf8": b"\xff\xfe{}",
+    "top_level_list": b"[]",
+    "schema_mismatch": json.dumps({**empty(), "skills": "none"}).encode(),
+    "bad_total": json.dumps({**valid_doc(), "failures_total": "many"}).encode(),
+    "unversioned_unknown": b'{"notes": "not a memory"}',
+    "v1_unmigratable": json.dumps({"version": 1, "skills": "none"}).encode(),
+    "future_version": json.dumps({**empty(), "version": 99}).encode(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPT))
+@pytest.mark.parametrize("with_backup", [True, False])
+def test_corrupted_file_stops_with_one_line_and_is_never_overwritten(
+        workspace: Path, name: str, with_backup: bool) -> None:
+    memory = Memory(workspace)
+    if with_backup:
+        memory.backup_path.write_text(json.dumps(valid_doc()))
+    memory.path.write_bytes(CORRUPT[name])
+    for attempt in (memory.read, lambda: memory.upsert_skill("x"),
+                    lambda: memory.record_failure(skill="x", error="e", category="crash",
+                                                  code_snippet="", iteration=0, directive_id=None)):
+        with pytest.raises(MemoryCorrupted) as info:
+            attempt()
+        message = str(info.value)
+        assert "\n" not in message
+        assert str(memory.path) in message and str(memory.backup_path) in message
+        assert ("restore the backup" in message) == with_backup and "move the file away" in message
+    assert memory.path.read_bytes() == CORRUPT[name]
+    assert not memory.failure_log_path.exists()
+
+
+# -- directives -----------------------------------------------------------------------------------
+
+def test_directive_is_pending_on_disk_before_work_then_done(workspace: Path) -> None:
+    memory = Memory(workspace)
+    directive_id = memory.add_directive("Create a JSON validator", max_iterations=12)
+    on_disk = json.loads(memory.path.read_text())["directives"]
+    assert [(d["id"], d["status"], d["reason"]) for d in on_disk] == [(directive_id, "pending", None)]
+    assert [d["id"] for d in memory.pending_directives()] == [directive_id]
+    memory.start_directive(directive_id)
+    assert memory.pending_directives() == []
+    memory.finish_directive(directive_id, status="done", reason="passed", skill="json_validator",
+                            iterations=3)
+    (done,) = memory.read()["directives"]
+    assert (done["status"], done["reason"], done["skill"], done["iterations"]) == \
+        ("done", "passed", "json_validator", 3)
+    assert done["updated_at"] >= done["created_at"] and done["max_iterations"] == 12
+
+
+def test_directive_back_to_pending_when_model_unavailable(workspace: Path) -> None:
+    memory = Memory(workspace)
+    directive_id = memory.add_directive("Create a regex matcher", max_iterations=5)
+    memory.finish_directive(directive_id, status="pending", reason="model_unavailable", skill=None,
+                            iterations=0)
+    assert [d["reason"] for d in memory.pending_directives()] == ["model_unavailable"]
+
+
+def test_directive_errors(workspace: Path) -> None:
+    memory = Memory(workspace)
+    directive_id = memory.add_directive("goal", max_iterations=3)
+    before = memory.path.read_bytes()
+    with pytest.raises(KeyError):
+        memory.finish_directive("ffffffffffff", status="done", reason="passed", skill=None, iterations=1)
+    with pytest.raises(ValueError):
+        memory.finish_directive(directive_id, status="won", reason="passed", skill=None, iterations=1)
+    assert memory.path.read_bytes() == before
+
+
+# -- skills and grants ----------------------------------------------------------------------------
+
+def test_upsert_skill_sets_created_once_and_updated_always(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("regex_matcher", description="match", signature="match(p: str) -> bool")
+    first = memory.get_skill("regex_matcher")
+    assert first is not None and first["status"] == "untested"
+    assert first["path"] == "skills/regex_matcher.py"
+    memory.upsert_skill("regex_matcher", status="working", iterations=2, dependencies=["text_utils"])
+    second = memory.get_skill("regex_matcher")
+    assert second is not None and second["created_at"] == first["created_at"]
+    assert second["updated_at"] >= first["updated_at"] and second["description"] == "match"
+    assert (second["status"], second["iterations"], second["dependencies"]) == \
+        ("working", 2, ["text_utils"])
+    assert memory.get_skill("nope") is None
+    with pytest.raises(ValueError):
+        memory.upsert_skill("regex_matcher", colour="blue")
+    with pytest.raises(ValueError):
+        memory.upsert_skill("Bad Name")
+
+
+def test_grants_live_on_the_skill(workspace: Path) -> None:
+    memory = Memory(workspace)
+    assert memory.load_grants("fetcher") == {} and memory.get_skill("fetcher") is None
+    memory.save_grant("fetcher", "network:example.com", "always")
+    memory.save_grant("fetcher", "shell:rm", "deny")
+    assert memory.get_skill("fetcher")["status"] == "untested"  # type: ignore[index]
+    again = Memory(workspace)  # persisted, not cached
+    assert again.load_grants("fetcher") == {"network:example.com": "always", "shell:rm": "deny"}
+    assert again.all_grants() == {"fetcher": {"network:example.com": "always", "shell:rm": "deny"}}
+    assert again.revoke_grant("fetcher", "shell:rm") is True
+    assert again.revoke_grant("fetcher", "shell:rm") is False
+    assert memory.load_grants("fetcher") == {"network:example.com": "always"}
+    with pytest.raises(ValueError):
+        memory.save_grant("fetcher", "network", "once")
+    assert memory.all_grants() == {"fetcher": {"network:example.com": "always"}}
+
+
+# -- failures -------------------------------------------------------------------------------------
+
+def record(memory: Memory, i: int, *, skill: str = "json_validator", error: str = "AssertionError",
+           category: str = "failed_assertion", snippet: str = "x = 1") -> None:
+    memory.record_failure(skill=skill, error=f"{error} #{i}", category=category, code_snippet=snippet,
+                          iteration=i, directive_id=None)
+
+
+def test_failures_are_trimmed_in_memory_and_all_appended_to_jsonl(workspace: Path) -> None:
+    memory = Memory(workspace, keep_failures=5)
+    for i in range(1, 13):
+        record(memory, i, skill="alpha" if i % 2 else "beta")
+    doc = memory.read()
+    assert [f["seq"] for f in doc["failures"]] == [8, 9, 10, 11, 12]
+    assert doc["failures_total"] == 12
+    lines = memory.failure_log_path.read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, 13))
+    assert [f["seq"] for f in memory.failure_log()] == list(range(1, 13))
+    assert [f["seq"] for f in memory.recent_failures(3)] == [12, 11, 10]
+    assert [f["seq"] for f in memory.recent_failures(10, skill="alpha")] == [11, 9]
+    summary = memory.summary()
+    assert summary["failures"] == 12 and [f["seq"] for f in summary["recent_failures"]][0] == 12
+
+
+def test_long_error_and_snippet_are_truncated(workspace: Path) -> None:
+    memory = Memory(workspace)
+    record(memory, 1, error="E" * 5000, snippet="y" * 10_000)
+    (failure,) = memory.recent_failures()
+    assert len(failure["code_snippet"]) == SNIPPET_MAX and failure["code_snippet"].endswith("truncated")
+    assert len(failure["error"]) <= 500
+
+
+def test_invalid_failure_is_not_logged_anywhere(workspace: Path) -> None:
+    memory = Memory(workspace)
+    record(memory, 1)
+    with pytest.raises(ValueError):
+        record(memory, 2, category="weird")
+    assert len(memory.failure_log_path.read_text().splitlines()) == 1
+    assert memory.read()["failures_total"] == 1
+
+
+def test_torn_last_line_does_not_swallow_the_next_record(workspace: Path) -> None:
+    memory = Memory(workspace)
+    record(memory, 1)
+    with open(memory.failure_log_path, "a") as handle:
+        handle.write('{"seq": 2, "ski')  # a crash mid-append
+    record(memory, 2)
+    last = memory.failure_log_path.read_text().splitlines()[-1]
+    assert json.loads(last)["error"] == "AssertionError #2"
+
+
+def test_similar_failures_ranks_by_shared_words(workspace: Path) -> None:
+    memory = Memory(workspace)
+    record(memory, 1, skill="csv_parser", error="ImportError: No module named pandas",
+           category="import_error")
+    record(memory, 2, skill="json_validator", error="JSONDecodeError: Expecting value",
+           category="crash")
+    record(memory, 3, skill="regex_matcher", error="re.error: unbalanced parenthesis",
+           category="crash")
+    found = memory.similar_failures("write a json validator that rejects bad JSON", n=2)
+    assert [f["skill"] for f in found][0] == "json_validator"
+    assert memory.similar_failures("pandas module import")[0]["skill"] == "csv_parser"
+    assert memory.similar_failures("") == [] and memory.similar_failures("zzz qqq") == []
+
+
+def test_summary_counts(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("a_skill", status="working")
+    memory.upsert_skill("b_skill", status="failed")
+    memory.upsert_skill("c_skill")
+    directive_id = memory.add_directive("later", max_iterations=4)
+    summary = memory.summary()
+    assert summary["skills"] == {"working": 1, "untested": 1, "failed": 1}
+    assert summary["failures"] == 0 and summary["recent_failures"] == []
+    assert [d["id"] for d in summary["pending_directives"]] == [directive_id]

@@ -1,0 +1,145 @@
+"""Whole REPL sessions, driven by prompt_toolkit's pipe input, against a local Ollama-speaking
+server with the real ``ollama`` client: the path a user takes, end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output.plain_text import PlainTextOutput
+
+from autonomous_agent import main
+from tests.llm_servers import ollama_server  # noqa: F401  (fixture)
+from tests.test_loop import GOOD, PLAN, WRONG
+
+MODEL = "ollama:qwen2.5-coder:7b"
+
+
+def session(workspace, lines: list[str], *extra: str) -> tuple[int, str]:
+    """Type ``lines`` at the prompt (then EOF); return the exit code and everything printed."""
+    buffer = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text("".join(line + "\r" for line in lines))
+        pipe.close()
+        code = main(["--workspace", str(workspace), *extra], input=pipe, output=PlainTextOutput(buffer))
+    return code, buffer.getvalue()
+
+
+@pytest.fixture
+def server(ollama_server, monkeypatch):  # noqa: F811
+    server = ollama_server(tags=["qwen2.5-coder:7b"])
+    monkeypatch.setenv("OLLAMA_HOST", server.url)
+    return server
+
+
+def test_directive_makes_a_working_skill_listed_by_skills(workspace, server):
+    server.enqueue(PLAN, WRONG, GOOD)
+    code, out = session(workspace, [":directive Create a skill that adds two numbers", ":skills", ":quit"],
+                        "--model", MODEL)
+    assert code == 0
+    assert "model:   ollama:qwen2.5-coder:7b (chat prompts)" in out
+    for phase in ("PLAN", "WRITE", "TEST", "ANALYZE"):
+        assert f"  {phase}" in out
+    assert "iteration 2/12" in out
+    assert "✅ add_numbers is working" in out
+    row = next(line for line in out.splitlines() if line.startswith("add_numbers "))
+    assert "working" in row and "Add two integers." in row
+    memory = json.loads((workspace / "memory.json").read_text())
+    assert memory["skills"][0]["status"] == "working"
+    assert (workspace / "skills" / "tests" / "test_add_numbers.py").is_file()
+    assert not any((workspace / "exec").iterdir()) if (workspace / "exec").exists() else True
+
+
+def test_server_down_gives_one_line_and_the_repl_stays_up(workspace, monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
+    code, out = session(workspace, [":directive Create a skill that adds two numbers", ":memory", ":quit"],
+                        "--model", MODEL)
+    assert code == 0
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors and "127.0.0.1:9" in errors[-1] and "ollama serve" in errors[-1]
+    assert "Traceback" not in out
+    assert "pending directives: 1" in out  # :memory still ran afterwards
+
+
+def test_model_not_pulled_names_the_pull_command(workspace, ollama_server, monkeypatch):  # noqa: F811
+    server = ollama_server(tags=["llama3:8b"])
+    monkeypatch.setenv("OLLAMA_HOST", server.url)
+    code, out = session(workspace, [":directive Create a skill that adds two numbers"], "--model", MODEL)
+    assert code == 0
+    assert "ollama pull qwen2.5-coder:7b" in out
+    memory = json.loads((workspace / "memory.json").read_text())
+    assert memory["directives"][0]["status"] == "pending"
+
+
+@pytest.mark.parametrize("line, message", [
+    (":frobnicate", "unknown command :frobnicate"),
+    (":directive", "a directive needs a goal"),
+    (":directive    ", "a directive needs a goal"),
+    ("hello", "commands start with ':'"),
+    (":show nothing_here", "no saved skill named 'nothing_here'"),
+    (":show ../../etc/passwd", "error:"),
+    (":test", "usage: :test <skill>"),
+    (":memory everything", "usage: :memory"),
+    (":approvals revoke onlyone", "usage: :approvals revoke"),
+])
+def test_bad_input_gets_one_line(workspace, server, line, message):
+    code, out = session(workspace, [line, ":quit"], "--model", MODEL)
+    assert code == 0 and message in out
+    assert "Traceback" not in out
+
+
+def test_help_memory_status_and_raw(workspace, server):
+    code, out = session(workspace, [":help", ":memory", ":memory raw", ":status", ":approvals"], "--model", MODEL)
+    assert code == 0
+    assert ":directive <goal>" in out and ":skills" in out and ":quit" in out
+    assert "skills: 0 working, 0 untested, 0 failed" in out
+    assert '"version":' in out
+    assert "sandbox:" in out and "12 iterations, 15 s per test run" in out
+    assert "No grants remembered." in out
+
+
+def test_history_file_is_kept_in_the_workspace(workspace, server):
+    session(workspace, [":help", ":quit"], "--model", MODEL)
+    assert ":help" in (workspace / "history" / "repl_history").read_text()
+
+
+def test_one_shot_commands_and_flags_win_over_env(workspace, server, monkeypatch):
+    monkeypatch.setenv("AGENT_MAX_ITER", "7")
+    code, out = session(workspace, [], "--model", MODEL, "--max-iter", "3", "-c", ":status")
+    assert code == 0 and "3 iterations" in out
+
+
+def test_corrupted_memory_stops_with_one_line(workspace, server, capsys):
+    (workspace / "memory.json").write_text("{not json")
+    code, _ = session(workspace, [":quit"], "--model", MODEL)
+    err = capsys.readouterr().err
+    assert code == 1 and "memory.json" in err and len(err.strip().splitlines()) == 1
+    assert (workspace / "memory.json").read_text() == "{not json"
+
+
+def test_bad_flag_value_is_one_line(workspace, capsys):
+    code, _ = session(workspace, [], "--max-iter", "zero")
+    assert code == 1
+    assert capsys.readouterr().err.strip() == "error: invalid max_iter 'zero' from --max-iter"
+
+
+def test_completion_offers_commands_and_skill_names(workspace, server):
+    from prompt_toolkit.document import Document
+
+    from agent.core import AutonomousAgent
+    from agent.repl import Repl, Terminal
+
+    agent = AutonomousAgent(workspace=workspace, model=MODEL)
+    agent.memory.upsert_skill("json_validator", status="working")
+    with create_pipe_input() as pipe:
+        repl = Repl(agent, Terminal(input=pipe, output=PlainTextOutput(io.StringIO())))
+
+        def complete(text: str) -> list[str]:
+            return [c.text for c in repl.completer.get_completions(Document(text), None)]
+
+        assert ":directive" in complete(":di")
+        assert complete(":show js") == ["json_validator"]
+        assert complete(":memory ") == ["raw"]
+        assert complete(":directive foo") == []
