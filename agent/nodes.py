@@ -22,6 +22,7 @@ from agent.state import LoopState, SkillSpec, TestReport
 from safety import SafetyOutcome
 from safety.paths import validate_skill_name
 
+RESAMPLES = 2  # extra samples in one iteration when the model repeats a failed version
 # Completion models stop when they leave the function body.
 BODY_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\n\n\n", "```", "\n#", "\nprint(")
 
@@ -155,29 +156,47 @@ def _model_examples(deps: Deps, name: str, signature: str, description: str) -> 
 # ---- write -----------------------------------------------------------------------------------
 
 def write(state: LoopState, deps: Deps) -> dict:
-    """Ask the model for the module; a reply without usable code keeps the best version so far."""
+    """Ask the model for the module; a reply without usable code keeps the best version so far.
+
+    A reply repeating a version that already failed is resampled (hotter) up to RESAMPLES times:
+    the loop has learned that code fails, so asking again is cheaper than testing it again.
+    """
     spec = state["spec"]
     assert spec is not None, "write runs only after a successful plan"
     iteration = state.get("iteration", 0) + 1
-    started = time.monotonic()
+    failed = set(state.get("failed_code", []))
+    tokens_out, seconds = 0, 0.0
+    for attempt in range(1 + RESAMPLES):
+        code, completion = _ask_for_code(state, spec, deps, temperature(iteration) + 0.3 * attempt)
+        tokens_out, seconds = tokens_out + completion.tokens_out, seconds + completion.seconds
+        if code is None or digest(code) not in failed:
+            break
+    fresh = code is not None
+    note = f"skills/{spec['name']}.py" if fresh else "reply had no usable code"
+    if attempt:
+        note += f" ({attempt} resample{'s' if attempt > 1 else ''}: repeated a failed version)"
+    deps.emit(Event("WRITE", note, iteration, state["max_iterations"], tokens_out, seconds))
+    return {"iteration": iteration, "code": code if fresh else state.get("best_code", ""),
+            "fresh_code": fresh, "tokens": deps.tokens[0]}
+
+
+def _ask_for_code(state: LoopState, spec: SkillSpec, deps: Deps, temp: float) -> tuple[str | None, Completion]:
+    """One request for the module, in the style the model takes (chat or completion)."""
+    temp = round(min(temp, 1.5), 2)
     if deps.model.chat:
-        request = Request(messages=_write_messages(state, spec, deps), temperature=temperature(iteration),
-                          max_tokens=2048)
-        completion = _generate(deps, request)
+        completion = _generate(deps, Request(messages=_write_messages(state, spec, deps), temperature=temp,
+                                             max_tokens=2048))
         code = extract_code(completion.text)
         if code is not None and f"def {spec['name']}(" not in code:
             code = None
-    else:
-        request = Request(prompt=prompts.render("write_completion", stub=stub(spec)), stop=BODY_STOPS,
-                          temperature=temperature(iteration), max_tokens=256)
-        completion = _generate(deps, request)
-        code = complete_module(spec, completion.text)
-    fresh = code is not None
-    note = f"skills/{spec['name']}.py" if fresh else "reply had no usable code"
-    deps.emit(Event("WRITE", note, iteration, state["max_iterations"], completion.tokens_out,
-                    completion.seconds))
-    return {"iteration": iteration, "code": code if fresh else state.get("best_code", ""),
-            "fresh_code": fresh, "tokens": deps.tokens[0]}
+        return code, completion
+    completion = _generate(deps, Request(prompt=prompts.render("write_completion", stub=stub(spec)),
+                                         stop=BODY_STOPS, temperature=temp, max_tokens=256))
+    return complete_module(spec, completion.text), completion
+
+
+def digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()[:16]
 
 
 def _write_messages(state: LoopState, spec: SkillSpec, deps: Deps) -> list[dict[str, str]]:
@@ -234,7 +253,7 @@ def analyze(state: LoopState, deps: Deps) -> dict:
     deps.memory.record_failure(skill=state["spec"]["name"], error=report["error"][:500], category=category,
                                code_snippet=code, iteration=iteration,
                                directive_id=state.get("directive_id"))
-    fingerprint = hashlib.sha256(f"{category}\0{report['error']}\0{code}".encode()).hexdigest()
+    fingerprint = digest(f"{category}\0{report['error']}\0{code}")
     reason = None
     if category == "blocked":
         reason = "blocked"
@@ -245,7 +264,8 @@ def analyze(state: LoopState, deps: Deps) -> dict:
     first_line = (report["error"].strip().splitlines() or [""])[0][:160]
     verdict = "retry" if reason is None else f"stop ({reason})"
     deps.emit(Event("ANALYZE", f"{category}: {first_line} → {verdict}", iteration, state["max_iterations"]))
-    return {**update, "reason": reason, "previous_failure": fingerprint}
+    failed_code = state.get("failed_code", []) + ([digest(code)] if state.get("fresh_code") else [])
+    return {**update, "reason": reason, "previous_failure": fingerprint, "failed_code": failed_code}
 
 
 def route_after_plan(state: LoopState) -> Literal["write", "stop"]:

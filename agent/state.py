@@ -45,6 +45,7 @@ class LoopState(TypedDict, total=False):
     best_code: str  # the version that passed the most checks so far ("" before any)
     best_passed: int  # how many checks best_code passed (-1 before any run)
     report: TestReport | None  # the latest test result
+    failed_code: list[str]  # digests of every version that failed (write resamples on a repeat)
     previous_failure: str  # fingerprint (category, error, code) of the previous failure
     reason: Reason | None  # why the loop ended; None while it runs
     tokens: int  # tokens in + out over the whole directive

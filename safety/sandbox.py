@@ -38,6 +38,9 @@ RLIMITS_WARNING = ("WARNING: no sandbox available (no user namespaces, no Landlo
                    "files and reach the network. Tier-2 code is refused unless you approve it.")
 
 
+# /proc entries a uid that maps to root outside could write (bubblewrap covers only irq, bus).
+PROC_COVER = ("sys", "sysrq-trigger", "mtrr", "fs", "acpi", "scsi", "driver", "tty", "sysvipc",
+              "kcore", "kmsg", "timer_list", "keys", "key-users")
 DEV_READ = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 
 
@@ -172,6 +175,8 @@ def _bwrap_args(cwd: Path, rw: list[Path], ro: list[Path], network: bool,
             args += ["--ro-bind-try", path, path]
     args += ["--ro-bind", confine.LAUNCHER, confine.LAUNCHER, "--proc", "/proc", "--dev", "/dev",
              "--size", str(limits.tmpfs_size), "--tmpfs", "/tmp"]
+    for entry in PROC_COVER:   # the sandbox uid maps to our uid: keep kernel knobs read-only
+        args += ["--ro-bind-try", f"/proc/{entry}", f"/proc/{entry}"]
     for path in rw:
         args += ["--bind", str(path), str(path)]
     for path in ro:

@@ -18,7 +18,7 @@ class _Listener:
 
     def __init__(self, sock: socket.socket, stream: bool) -> None:
         self.sock, self.stream, self.hits = sock, stream, 0
-        sock.settimeout(0.2)
+        sock.settimeout(0.05)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -34,6 +34,9 @@ class _Listener:
                 self.hits += 1
             except (TimeoutError, socket.timeout, OSError):
                 continue
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def close(self) -> None:
         self._stop.set()
@@ -94,6 +97,8 @@ class Canaries:
         return bad
 
     def close(self) -> None:
+        for listener in (self.tcp, self.udp, self.unix, self.abstract):
+            listener.stop()
         for listener in (self.tcp, self.udp, self.unix, self.abstract):
             listener.close()
         self.process.kill()

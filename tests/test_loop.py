@@ -94,11 +94,23 @@ def test_garbage_after_a_partial_success_keeps_the_better_version(workspace):
 
 
 def test_same_failure_with_same_code_stops_early(workspace):
-    model = FakeModel([PLAN, SYNTAX, SYNTAX])
+    model = FakeModel([PLAN, SYNTAX, SYNTAX, SYNTAX, SYNTAX])
     agent = make_agent(workspace, model, max_iter=10)
     result = agent.run("Create a skill that adds two numbers")
     assert (result.status, result.reason, result.iterations) == ("failed", "no_progress", 2)
     assert agent.memory.read()["failures"][0]["category"] == "syntax_error"
+    # iteration 2 resampled twice (hotter each time) before testing the repeat once more
+    assert len(model.history) == 5
+    assert [r.temperature for r in model.history[2:]] == [0.25, 0.55, 0.85]
+
+
+def test_a_repeated_failed_version_is_resampled_not_retested(workspace):
+    model = FakeModel([PLAN, WRONG, WRONG, GOOD])
+    agent = make_agent(workspace, model)
+    result = agent.run("Create a skill that adds two numbers")
+    assert (result.status, result.iterations) == ("working", 2)
+    assert "1 resample: repeated a failed version" in agent.events[4].message
+    assert [e.phase for e in agent.events].count("TEST") == 2
 
 
 def test_unusable_plan_ends_with_no_plan(workspace):

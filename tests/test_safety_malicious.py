@@ -25,7 +25,7 @@ from typing import Callable
 
 import pytest
 
-from safety import Approvals, JsonGrantStore, Sandbox, Tier, available_levels, check_code, run_generated
+from safety import Approvals, Decision, JsonGrantStore, Sandbox, Tier, available_levels, check_code, run_generated
 from safety.cgroup import available as cgroup_available
 from tests.safety_fixtures import Canaries, make_canaries, survivors
 
@@ -82,10 +82,11 @@ CASES = [
          "os.symlink('$canary', 'evil_file')", ASK, ALL),
     Case("read_host_secret", "print(open('$secret').read())", ASK, STRONG),
     Case("read_etc_shadow", "print(open('/etc/shadow').read())", BLOCK, STRONG
-         if os.geteuid() == 0 else ALL),
+         if os.geteuid() == 0 else ALL, lambda r, _: ["shadow read"] if "root:" in r.stdout else []),
     Case("dump_environment", "import os\nprint(dict(os.environ))", AUTO, ALL),
-    Case("parent_environ", "import os\nprint(open('/proc/%d/environ' % os.getppid()).read())",
-         BLOCK, STRONG),
+    # as root, reading another process's environ needs the capabilities the rlimits level drops
+    Case("parent_environ", "print(open('/proc/$pid/environ').read())",
+         BLOCK, ALL if os.geteuid() == 0 else STRONG),
     Case("tcp_loopback", "import socket\ns = socket.create_connection(('127.0.0.1', $port), 2)",
          ASK, STRONG),
     Case("http_loopback", "import urllib.request\n"
@@ -104,11 +105,11 @@ CASES = [
     Case("subprocess_no_shell", "import subprocess\n"
          "subprocess.run(['cp', '/etc/hostname', '$canary'])", BLOCK, STRONG),
     Case("fork_bomb", "import os\nwhile True:\n    try:\n        os.fork()\n"
-         "    except OSError:\n        pass", BLOCK, PROC_LIMITED, timed_out, 3.0,
+         "    except OSError:\n        pass", BLOCK, PROC_LIMITED, timed_out, 2.0,
          never_run_at=ALL - PROC_LIMITED),
     Case("memory_bomb", "x = bytearray(16 << 30)\nprint(len(x))", AUTO, ALL, failed),
-    Case("cpu_spin", "while True:\n    pass", AUTO, ALL, timed_out, 2.0),
-    Case("sleep_forever", "import time\ntime.sleep(10 ** 6)", AUTO, ALL, timed_out, 2.0),
+    Case("cpu_spin", "while True:\n    pass", AUTO, ALL, timed_out, 1.0),
+    Case("sleep_forever", "import time\ntime.sleep(10 ** 6)", AUTO, ALL, timed_out, 1.0),
     Case("setsid_daemon", "import os, time\nif os.fork() == 0:\n    os.setsid()\n"
          "    if os.fork() == 0:\n        time.sleep(60)\n    os._exit(0)\nprint('parent done')",
          BLOCK, PROC_LIMITED),
@@ -123,8 +124,10 @@ CASES = [
          "        c.__init__.__globals__['system']('echo pwned > $canary')", BLOCK, STRONG),
     Case("importlib_built", "import importlib\nm = importlib.import_module('o' + 's')\n"
          "m.system('echo pwned > $canary')", BLOCK, STRONG),
+    # as root, the rlimits level drops every capability, so ptrace of a full-caps process fails
     Case("ptrace_attach", "import ctypes\nr = ctypes.CDLL(None).ptrace(16, $pid, 0, 0)\n"
-         "print('ESCAPED' if r == 0 else 'denied')", BLOCK, STRONG, said_denied),
+         "print('ESCAPED' if r == 0 else 'denied')", BLOCK, ALL if os.geteuid() == 0 else STRONG,
+         said_denied),
     Case("kill_host_process", "import os, signal\nos.kill($pid, signal.SIGKILL)", BLOCK, STRONG),
     Case("unshare_userns", "import ctypes\nr = ctypes.CDLL(None).unshare(0x10000000)\n"
          "print('ESCAPED' if r == 0 else 'denied')", BLOCK, STRONG, said_denied),
@@ -133,13 +136,13 @@ CASES = [
     Case("plant_conftest", "open('$skills/conftest.py', 'w').write('import os')", ASK, STRONG),
     Case("plant_sitecustomize", f"open('{PY_SITE}/sitecustomize.py', 'w').write('import os')",
          ASK, STRONG, never_run_at=frozenset({"rlimits"})),
-    Case("del_time_bomb", "class T:\n    def __del__(self):\n"
-         "        open('$canary', 'w').write('pwned')\nt = T()", BLOCK, STRONG),
+    Case("del_time_bomb", "class T:\n    def __del__(self, _open=open):\n"
+         "        _open('$canary', 'w').write('pwned')\nt = T()", BLOCK, STRONG),
     # --- what the gates do not cover: these pass every gate; only the runtime stops them ---
     Case("attrgetter_os_system", "import operator, os\np = '/'.join($outside_parts)\n"
-         "f = operator.attrgetter('sys' + 'tem')(os)\nf('echo pwned > ' + p + '/canary.txt')",
+         "f = operator.attrgetter('sys' + 'tem')(os)\nf('echo pwned > ' + p + '/' + 'canary.txt')",
          AUTO, STRONG),
-    Case("string_built_open", "p = '/'.join($outside_parts) + '/canary.txt'\n"
+    Case("string_built_open", "p = '/'.join([*$outside_parts, 'canary.txt'])\n"
          "fn = open\nfn(p, 'w').write('pwned')", AUTO, STRONG),
     Case("socket_via_asyncio", "import asyncio\nasync def go():\n"
          "    await asyncio.open_connection('127.0.0.1', $port)\nasyncio.run(go())",
@@ -212,20 +215,23 @@ def test_runtime_alone(case: Case, level: str, canaries: Canaries) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_through_run_generated(case: Case, canaries: Canaries) -> None:
-    """The path a skill takes, --yes given: tier 3 never runs; what runs stays contained."""
+    """The path a skill takes. The user approves every need but "network" (a granted network
+    is network: the sandbox shares it); tier 3 never runs; whatever runs stays contained."""
     box = Sandbox.probe(canaries.workspace)
     if box.level not in case.contained:
         pytest.skip(f"best level here is {box.level}, which does not contain {case.id}")
     marker = "evil_" + secrets.token_hex(6)
     approvals = Approvals(JsonGrantStore(canaries.workspace / "grants.json"),
-                          canaries.workspace / "history" / "audit.jsonl", auto_approve=True)
+                          canaries.workspace / "history" / "audit.jsonl",
+                          ask=lambda req: Decision.DENY if req.need == "network" else Decision.ONCE)
     outcome = run_generated(name=marker, module_source=render(case, canaries),
                             test_source="def test_nothing():\n    pass\n",
                             workspace=canaries.workspace, sandbox=box, approvals=approvals,
                             timeout=case.timeout, skills_dir=canaries.skills)
     assert outcome.verdict.tier == case.gate
-    assert outcome.blocked == (case.gate == Tier.BLOCKED)
+    assert outcome.blocked == (case.gate == Tier.BLOCKED or "network" in outcome.verdict.needs)
     output = outcome.run.output if outcome.run else ""
     problems = canaries.violations(output) + [f"left behind: {p}" for p in survivors(marker)]
     assert not problems, f"{problems}\n{output[-1500:]}"
-    assert not list((canaries.workspace / "exec").iterdir()), "exec dir not removed"
+    exec_root = canaries.workspace / "exec"
+    assert not exec_root.exists() or not list(exec_root.iterdir()), "exec dir not removed"

