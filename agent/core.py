@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -13,7 +15,7 @@ from agent.errors import AgentError, ModelUnavailable
 from agent.graph import build_graph, recursion_limit
 from agent.library import SkillLibrary
 from agent.llm import load_model
-from agent.llm.base import Model, TokenCallback
+from agent.llm.base import Completion, Model, Request, TokenCallback
 from agent.memory import Memory, now
 from agent.nodes import Deps, Event
 from agent.analysis import report_from_outcome
@@ -70,6 +72,7 @@ class AutonomousAgent:
         self.memory = Memory(self.workspace)
         self.memory.read()  # a corrupted memory.json stops us here, before any work
         self.library = SkillLibrary(self.workspace)
+        self.calls_log = self.workspace / "history" / "model_calls.jsonl"
         self.approvals = Approvals(self.memory, self.workspace / "history" / "approvals.log",
                                    ask=approve, auto_approve=self.settings.yes)
         self.on_event, self.on_token, self.on_notice = on_event, on_token, on_notice
@@ -130,7 +133,8 @@ class AutonomousAgent:
 
         try:
             deps = Deps(model=self.model, execute=self.execute, memory=self.memory,
-                        library=self.library, emit=emit, on_token=self.on_token)
+                        library=self.library, emit=emit, on_token=self.on_token,
+                        on_call=partial(self._log_call, directive_id))
             self.memory.start_directive(directive_id)
             state: LoopState = {"goal": goal, "skill_name": skill_name, "directive_id": directive_id,
                                 "max_iterations": self.settings.max_iter}
@@ -164,6 +168,15 @@ class AutonomousAgent:
                "no_progress": "the same failure twice in a row with the same code",
                "blocked": (report or {}).get("error", "blocked by the safety gates")}[reason]
         return end(status, reason, f"{name} {status}: {why}", name, tokens=tokens)
+
+    def _log_call(self, directive_id: str, phase: str, request: Request, completion: Completion) -> None:
+        """Append one model call's accounting to history/model_calls.jsonl."""
+        record = {"timestamp": now(), "directive_id": directive_id, "phase": phase, "model": completion.model,
+                  "temperature": request.temperature, "tokens_in": completion.tokens_in,
+                  "tokens_out": completion.tokens_out, "seconds": round(completion.seconds, 3)}
+        self.calls_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.calls_log, "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
 
     def run_many(self, goals: Iterable[str]) -> list[DirectiveResult]:
         """Run directives one after another; skills made by earlier ones are reusable by later ones."""

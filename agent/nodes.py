@@ -49,6 +49,7 @@ class Deps:
     library: SkillLibrary
     emit: Callable[[Event], None] = lambda event: None
     on_token: TokenCallback | None = None
+    on_call: Callable[[str, Request, Completion], None] = lambda phase, request, completion: None
     tokens: list[int] = field(default_factory=lambda: [0])  # running total, shared by nodes
 
 
@@ -57,9 +58,10 @@ def temperature(iteration: int) -> float:
     return round(min(0.1 + 0.15 * (iteration - 1), 1.0), 2)
 
 
-def _generate(deps: Deps, request: Request) -> Completion:
+def _generate(deps: Deps, request: Request, phase: str) -> Completion:
     completion = deps.model.generate(request, on_token=deps.on_token)
     deps.tokens[0] += completion.tokens_in + completion.tokens_out
+    deps.on_call(phase, request, completion)
     return completion
 
 
@@ -101,7 +103,7 @@ def _plan_chat(state: LoopState, deps: Deps) -> SkillSpec | None:
     messages = [{"role": "system", "content": prompts.render("plan_system")},
                 {"role": "user", "content": user}]
     for attempt in range(2):
-        reply = _generate(deps, Request(messages=messages, temperature=0.2 + 0.3 * attempt)).text
+        reply = _generate(deps, Request(messages=messages, temperature=0.2 + 0.3 * attempt), "plan").text
         spec = parse_plan(reply, name_hint=name)
         if spec is not None:
             return _with_user_examples(spec, goal)
@@ -146,7 +148,7 @@ def _model_examples(deps: Deps, name: str, signature: str, description: str) -> 
     prompt = prompts.render("examples_completion", name=name, signature=signature,
                             description=description)
     reply = _generate(deps, Request(prompt=prompt, stop=('"""', "\ndef "), temperature=0.1,
-                                    max_tokens=160)).text
+                                    max_tokens=160), "plan").text
     text = f">>> {name}(" + reply
     goal_like = " ".join(line.strip().replace(">>> ", "", 1) + (" ==" if line.strip().startswith(">>>") else "")
                          for line in text.splitlines() if line.strip())
@@ -185,13 +187,13 @@ def _ask_for_code(state: LoopState, spec: SkillSpec, deps: Deps, temp: float) ->
     temp = round(min(temp, 1.5), 2)
     if deps.model.chat:
         completion = _generate(deps, Request(messages=_write_messages(state, spec, deps), temperature=temp,
-                                             max_tokens=2048))
+                                             max_tokens=2048), "write")
         code = extract_code(completion.text)
         if code is not None and f"def {spec['name']}(" not in code:
             code = None
         return code, completion
     completion = _generate(deps, Request(prompt=prompts.render("write_completion", stub=stub(spec)),
-                                         stop=BODY_STOPS, temperature=temp, max_tokens=256))
+                                         stop=BODY_STOPS, temperature=temp, max_tokens=256), "write")
     return complete_module(spec, completion.text), completion
 
 

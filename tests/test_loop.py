@@ -43,6 +43,9 @@ def test_good_code_first_time(workspace):
     directive = agent.memory.read()["directives"][-1]
     assert (directive["status"], directive["reason"], directive["iterations"]) == ("done", "passed", 1)
     assert [e.phase for e in agent.events] == ["PLAN", "WRITE", "TEST", "ANALYZE", "SAVE"]
+    calls = [json.loads(line) for line in (workspace / "history" / "model_calls.jsonl").read_text().splitlines()]
+    assert [c["phase"] for c in calls] == ["plan", "write"]
+    assert all(c["directive_id"] == directive["id"] and c["tokens_out"] > 0 for c in calls)
     # the model was asked to plan the goal, then to implement the planned stub and tests
     assert "Create a skill that adds two numbers" in model.prompts()[0]
     assert "def add_numbers(a: int, b: int) -> int:" in model.prompts()[1]

@@ -143,3 +143,34 @@ def test_completion_offers_commands_and_skill_names(workspace, server):
         assert complete(":show js") == ["json_validator"]
         assert complete(":memory ") == ["raw"]
         assert complete(":directive foo") == []
+
+
+def test_ctrl_c_during_a_directive_returns_to_the_prompt(workspace):
+    from agent.core import AutonomousAgent
+    from agent.repl import Repl, Terminal
+    from tests.conftest import FakeModel
+
+    buffer = io.StringIO()
+    agent = AutonomousAgent(workspace=workspace, model=FakeModel([PLAN, KeyboardInterrupt()]))
+    with create_pipe_input() as pipe:
+        pipe.send_text(":memory\r")
+        pipe.close()
+        repl = Repl(agent, Terminal(input=pipe, output=PlainTextOutput(buffer)))
+        repl.handle(":directive Create a skill that adds two numbers")
+        repl.loop()  # the REPL is still usable afterwards
+    out = buffer.getvalue()
+    assert "Interrupted: the directive is recorded as interrupted and stays pending." in out
+    assert "[interrupted] Create a skill that adds two numbers (interrupted)" in out
+
+
+def test_approval_is_asked_at_the_prompt_and_remembered(workspace, server):
+    net_plan = json.dumps({
+        "name": "url_host", "signature": "url_host(url: str) -> str", "description": "Resolve a host.",
+        "examples": [], "tests": "from url_host import url_host\n\ndef test_it():\n    assert url_host('x') == 'x'\n"})
+    net_code = "```python\nimport socket\n\ndef url_host(url: str) -> str:\n    return url\n```"
+    server.enqueue(net_plan, net_code)
+    code, out = session(workspace, [":directive Resolve a host name", "a", ":approvals"], "--model", MODEL)
+    assert code == 0
+    assert "network" in out and "url_host" in out and "Allow? [o]nce / [a]lways" in out
+    assert "✅ url_host is working" in out
+    assert "url_host: network = always" in out

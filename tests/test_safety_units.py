@@ -1,0 +1,260 @@
+"""Gates, path guard, approvals and the run_generated plumbing (the malicious table is elsewhere)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.errors import UnsafePath
+from safety import (ApprovalRequest, Approvals, Decision, InvalidSkillName, JsonGrantStore,
+                    Sandbox, SandboxUnavailable, Tier, available_levels, check_code,
+                    resolve_inside, run_generated, safe_read_text, safe_write_text,
+                    validate_skill_name)
+from safety.paths import harvest
+
+LEVELS = available_levels()
+GOOD_MODULE = 'def add(a, b):\n    """Add.\n\n    >>> add(1, 2)\n    3\n    """\n    return a + b\n'
+GOOD_TEST = "from adder import add\n\ndef test_add():\n    assert add(2, 2) == 4\n"
+
+
+# -- gates -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("source", "tier", "need"), [
+    ("x = 1", Tier.AUTO, None),
+    ("import re\nre.compile('a')", Tier.AUTO, None),
+    ("import ast\nast.literal_eval('1')", Tier.AUTO, None),
+    ("eval('1')", Tier.BLOCKED, None),
+    ("import requests", Tier.APPROVAL, "network"),
+    ("from urllib.request import urlopen", Tier.APPROVAL, "network"),
+    ("import subprocess\nsubprocess.run(['ls'])", Tier.APPROVAL, "shell"),
+    ("import subprocess as sp\nsp.run('ls', shell=True)", Tier.BLOCKED, None),
+    ("import os as o\no.system('ls')", Tier.BLOCKED, None),
+    ("from os import system\nsystem('ls')", Tier.BLOCKED, None),
+    ("getattr(object, name)", Tier.BLOCKED, None),
+    ("getattr(object, 'real')", Tier.AUTO, None),
+    ("x.__class__", Tier.BLOCKED, None),
+    ("open('/tmp/x', 'w')", Tier.APPROVAL, "files_outside"),
+    ("open('data.txt', 'w')", Tier.AUTO, None),
+    ("s = 'pip install foo'", Tier.APPROVAL, "install"),
+    ("import pickle", Tier.BLOCKED, None),
+    ("def f(:", Tier.AUTO, None),   # syntax errors are pytest's to report
+    ("class A:\n    def __init__(self):\n        super().__init__()", Tier.AUTO, None),
+])
+def test_gate_rules(source: str, tier: Tier, need: str | None) -> None:
+    verdict = check_code(source, with_bandit=False)
+    assert verdict.tier == tier, verdict.summary()
+    assert verdict.needs == (frozenset({need}) if need else frozenset())
+
+
+def test_bandit_findings_are_shown_but_do_not_change_the_tier() -> None:
+    verdict = check_code("import hashlib\nhashlib.md5(b'x')\nassert True\n"
+                         "def f(p='hunter2'):\n    return p\n"
+                         "import tempfile\nopen('/tmp/x.txt').read()\n", with_bandit=True)
+    bandit = [f for f in verdict.findings if f.source == "bandit"]
+    assert bandit, verdict.summary()
+    assert all(f.tier >= Tier.APPROVAL for f in bandit)   # medium and up only
+    assert verdict.tier == Tier.APPROVAL                   # from the gate's absolute path only
+    assert "[bandit:" in verdict.summary()
+
+
+# -- path guard ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["adder", "_x", "a" * 64, "fetch_url2"])
+def test_valid_skill_names(name: str) -> None:
+    assert validate_skill_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "Adder", "1x", "a" * 65, "a-b", "../x", "a.b", "a b", None])
+def test_invalid_skill_names(name: object) -> None:
+    with pytest.raises(InvalidSkillName):
+        validate_skill_name(name)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rel", ["../x", "a/../../x", "/etc/passwd", "~/x", "", ".", "a\x00b"])
+def test_resolve_inside_refuses(workspace: Path, rel: str) -> None:
+    with pytest.raises(UnsafePath):
+        resolve_inside(workspace, rel)
+
+
+def test_symlink_escape_is_refused(workspace: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret")
+    (workspace / "link").symlink_to(outside)
+    (workspace / "dirlink").symlink_to(tmp_path)
+    with pytest.raises(UnsafePath):
+        resolve_inside(workspace, "link")
+    with pytest.raises(UnsafePath):
+        safe_read_text(workspace, "link")
+    with pytest.raises(UnsafePath):
+        safe_write_text(workspace, "dirlink/new.txt", "x")
+    assert not (tmp_path / "new.txt").exists()
+    assert harvest(workspace, ["link"]) == {}
+
+
+def test_safe_write_replaces_a_planted_symlink_without_following(workspace: Path,
+                                                                 tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    safe_write_text(workspace, "a/b.txt", "hello")
+    assert safe_read_text(workspace, "a/b.txt") == "hello"
+    (workspace / "a" / "c.txt").symlink_to(outside)
+    safe_write_text(workspace, "a/c.txt", "new")
+    assert outside.read_text() == "keep"
+    assert not (workspace / "a" / "c.txt").is_symlink()
+
+
+# -- approvals -------------------------------------------------------------------------------
+
+def _approvals(tmp_path: Path, **kw) -> Approvals:
+    return Approvals(JsonGrantStore(tmp_path / "grants.json"), tmp_path / "audit.jsonl", **kw)
+
+
+def test_request_text() -> None:
+    assert str(ApprovalRequest("url_fetcher", "network")) == "network access for skill url_fetcher"
+
+
+def test_no_callback_denies_and_audits(tmp_path: Path) -> None:
+    granted, denied = _approvals(tmp_path).resolve("s", frozenset({"network"}))
+    assert (granted, denied) == (frozenset(), frozenset({"network"}))
+    line = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[0])
+    assert line["decision"] == "deny" and line["by"] == "no_approver"
+
+
+def test_always_is_remembered_once_is_not_and_revoke_works(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def ask(req: ApprovalRequest) -> Decision:
+        asked.append(str(req))
+        return Decision.ALWAYS if req.need == "network" else Decision.ONCE
+
+    ap = _approvals(tmp_path, ask=ask)
+    assert ap.resolve("s", frozenset({"network", "shell"}))[0] == {"network", "shell"}
+    assert ap.resolve("s", frozenset({"network", "shell"}))[0] == {"network", "shell"}
+    assert asked.count("network access for skill s") == 1     # remembered
+    assert len([a for a in asked if "shell" in a]) == 2        # once: asked again
+    assert ap.grants() == {"s": {"network": "always"}}
+    assert ap.revoke("s", "network") and not ap.revoke("s", "network")
+    assert ap.grants() == {}
+    assert len((tmp_path / "audit.jsonl").read_text().splitlines()) == 5
+
+
+def test_auto_approve_grants_tier2_but_not_when_disallowed(tmp_path: Path) -> None:
+    ap = _approvals(tmp_path, auto_approve=True)
+    assert ap.resolve("s", frozenset({"network"}))[0] == {"network"}
+    assert ap.resolve("s", frozenset({"network"}), allow_auto=False)[1] == {"network"}
+
+
+def test_auto_approve_never_runs_tier3(workspace: Path, tmp_path: Path) -> None:
+    box = Sandbox.probe(workspace)
+    out = run_generated(name="evil", module_source="eval('1')", test_source=GOOD_TEST,
+                        workspace=workspace, sandbox=box,
+                        approvals=_approvals(tmp_path, auto_approve=True))
+    assert out.blocked and out.run is None and "regex_eval" in out.reason
+
+
+def test_rlimits_level_refuses_tier2_under_yes(workspace: Path, tmp_path: Path) -> None:
+    box = Sandbox.probe(workspace, force_level="rlimits")
+    assert box.warning and "WARNING" in box.warning
+    out = run_generated(name="fetch", module_source="import socket\n" + GOOD_MODULE,
+                        test_source="def test_x():\n    pass\n", workspace=workspace,
+                        sandbox=box, approvals=_approvals(tmp_path, auto_approve=True))
+    assert out.blocked and out.reason == "not approved: network access for skill fetch"
+
+
+# -- run_generated ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("level", ["bwrap", "landlock", "rlimits"])
+def test_run_generated_counts_doctests_and_tests(level: str, workspace: Path,
+                                                 tmp_path: Path) -> None:
+    if level not in LEVELS:
+        pytest.skip(f"{level} is not available on this machine")
+    skills = workspace / "skills"
+    skills.mkdir()
+    (skills / "base_one.py").write_text("def one():\n    return 1\n")
+    box = Sandbox.probe(workspace, force_level=level)
+    module = "from base_one import one\n" + GOOD_MODULE
+    test = GOOD_TEST + "\ndef test_bad():\n    assert add(1, 1) == 3\n"
+    out = run_generated(name="adder", module_source=module, test_source=test,
+                        workspace=workspace, sandbox=box, approvals=_approvals(tmp_path),
+                        skills_dir=skills)
+    assert not out.blocked
+    run = out.run
+    assert (run.passed, run.failed, run.errors, run.level) == (2, 1, 0, level), run.output
+    assert not list((workspace / "exec").iterdir())
+
+
+@pytest.mark.parametrize(("module", "test"), [
+    ("def f(:\n", GOOD_TEST),                               # syntax error
+    ("raise ImportError('boom')\n", GOOD_TEST),             # module fails to import
+    ("x = 1\n", "x = 1\n"),                                  # no tests at all
+])
+def test_broken_code_is_reported_faithfully(module: str, test: str, workspace: Path,
+                                            tmp_path: Path) -> None:
+    box = Sandbox.probe(workspace)
+    run = run_generated(name="adder", module_source=module, test_source=test,
+                        workspace=workspace, sandbox=box, approvals=_approvals(tmp_path)).run
+    assert run.passed == 0 and run.errors > 0 and run.returncode not in (0, None), run.output
+    assert not run.ok
+
+
+def test_invalid_name_is_refused_before_anything(workspace: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidSkillName):
+        run_generated(name="../x", module_source="", test_source="", workspace=workspace,
+                      sandbox=Sandbox.probe(workspace), approvals=_approvals(tmp_path))
+
+
+# -- sandbox basics on every level -----------------------------------------------------------
+
+@pytest.fixture(params=["bwrap", "landlock", "rlimits"])
+def box(request: pytest.FixtureRequest, workspace: Path) -> Sandbox:
+    if request.param not in LEVELS:
+        pytest.skip(f"{request.param} is not available on this machine")
+    return Sandbox.probe(workspace, force_level=request.param)
+
+
+def test_runs_isolated_python(box: Sandbox, workspace: Path) -> None:
+    res = box.run_python(["-c", "import sys, os; print(sys.flags.isolated, sorted(os.environ))"],
+                         cwd=workspace)
+    assert res.returncode == 0 and res.stdout.startswith("1 ")
+    assert "HOME" in res.stdout and "CANARY" not in res.stdout and res.level == box.level
+
+
+def test_cwd_outside_workspace_is_refused(box: Sandbox, tmp_path: Path) -> None:
+    with pytest.raises(UnsafePath):
+        box.run_python(["-c", "pass"], cwd=tmp_path)
+
+
+def test_keyboard_interrupt_kills_the_tree(box: Sandbox, workspace: Path) -> None:
+    marker = f"KI{os.getpid()}{box.level}"
+    timer = threading.Timer(0.8, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        box.run_python(["-c", f"import time  # {marker}\ntime.sleep(30)"], cwd=workspace,
+                       timeout=20)
+    assert time.monotonic() - started < 5
+    time.sleep(0.1)
+    from tests.safety_fixtures import survivors
+    assert survivors(marker) == []
+
+
+def test_network_grant_is_exactly_network(workspace: Path) -> None:
+    if "bwrap" not in LEVELS:
+        pytest.skip("bwrap is not available on this machine")
+    box = Sandbox.probe(workspace, force_level="bwrap")
+    code = "import socket\ns = socket.socket()\nprint('ok')"
+    assert box.run_python(["-c", code], cwd=workspace).returncode != 0
+    assert box.run_python(["-c", code], cwd=workspace,
+                          grants=frozenset({"network"})).stdout.strip() == "ok"
+
+
+def test_forcing_a_missing_level_says_so(workspace: Path) -> None:
+    with pytest.raises(SandboxUnavailable):
+        Sandbox.probe(workspace, force_level="vm")
+    assert "sandbox:" in Sandbox.probe(workspace).describe()
