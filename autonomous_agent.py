@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
         term = Terminal(history / "repl_history", input=input, output=output)
         agent = AutonomousAgent(settings=settings, approve=term.ask_approval,
                                 on_event=lambda event: print_event(term, event),
-                                on_token=term.stream, on_notice=term.warn)
+                                on_token=term.stream, on_call=term.end_stream, on_notice=term.warn)
     except AgentError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

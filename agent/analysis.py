@@ -44,6 +44,19 @@ def excerpt(output: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "\n[...]"
 
 
+def headline(error: str) -> str:
+    """One line saying what went wrong: an exception, an assertion, or a doctest's Expected/Got."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    doctest = re.search(r"Expected:\s*\n\s*(.+?)\s*\nGot:\s*\n\s*(.+)", error)
+    if doctest:
+        return f"expected {doctest.group(1).strip()}, got {doctest.group(2).strip()}"[:160]
+    for line in lines:
+        text = line[1:].strip() if line.startswith("E ") else line
+        if re.match(r"(assert\b|\w+(Error|Exception)\b|timed out)", text):
+            return text[:160]
+    return (lines[0] if lines else "")[:160]
+
+
 def report_from_outcome(outcome: SafetyOutcome) -> TestReport:
     """Flatten the safety layer's outcome into the loop's report."""
     if outcome.blocked or outcome.run is None:

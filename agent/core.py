@@ -53,6 +53,8 @@ class AutonomousAgent:
     ``model`` is a spec string ("auto", "embedded", "ollama:<tag>", "gguf:<path>", "openai:<name>")
     or any object implementing ``agent.llm.base.Model``. ``approve`` is asked about tier-2 needs
     (network, shell, ...); without it they are denied, unless ``auto_approve``. Tier 3 is never run.
+    ``on_event`` gets each phase's progress, ``on_token`` streamed model text, ``on_call`` each
+    finished model call, ``on_notice`` one-line notices (such as which model ``auto`` chose).
     """
 
     def __init__(self, workspace: str | Path | None = None, model: str | Model | None = None, *,
@@ -60,6 +62,7 @@ class AutonomousAgent:
                  timeout: float | None = None, approve: Callable[[ApprovalRequest], Decision] | None = None,
                  auto_approve: bool | None = None, sandbox: str | None = None,
                  on_event: Callable[[Event], None] | None = None, on_token: TokenCallback | None = None,
+                 on_call: Callable[[Completion], None] | None = None,
                  on_notice: Callable[[str], None] | None = None) -> None:
         base = settings or load_settings()
         overrides = {k: v for k, v in {"workspace": Path(workspace) if workspace else None,
@@ -75,7 +78,7 @@ class AutonomousAgent:
         self.calls_log = self.workspace / "history" / "model_calls.jsonl"
         self.approvals = Approvals(self.memory, self.workspace / "history" / "approvals.log",
                                    ask=approve, auto_approve=self.settings.yes)
-        self.on_event, self.on_token, self.on_notice = on_event, on_token, on_notice
+        self.on_event, self.on_token, self.on_call, self.on_notice = on_event, on_token, on_call, on_notice
         self._model: Model | None = None if isinstance(model, str) or model is None else model
         self._sandbox: Sandbox | None = None
 
@@ -177,6 +180,8 @@ class AutonomousAgent:
         self.calls_log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.calls_log, "a", encoding="utf-8") as log:
             log.write(json.dumps(record) + "\n")
+        if self.on_call:
+            self.on_call(completion)
 
     def run_many(self, goals: Iterable[str]) -> list[DirectiveResult]:
         """Run directives one after another; skills made by earlier ones are reusable by later ones."""

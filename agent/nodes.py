@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from agent import prompts
-from agent.analysis import classify, report_from_outcome
+from agent.analysis import classify, headline, report_from_outcome
 from agent.library import SkillLibrary, describe_skills
 from agent.llm.base import Completion, Model, Request, TokenCallback
 from agent.memory import Memory
@@ -263,7 +263,7 @@ def analyze(state: LoopState, deps: Deps) -> dict:
         reason = "iteration_cap"
     elif state.get("fresh_code") and fingerprint == state.get("previous_failure"):
         reason = "no_progress"
-    first_line = (report["error"].strip().splitlines() or [""])[0][:160]
+    first_line = headline(report["error"])
     verdict = "retry" if reason is None else f"stop ({reason})"
     deps.emit(Event("ANALYZE", f"{category}: {first_line} → {verdict}", iteration, state["max_iterations"]))
     failed_code = state.get("failed_code", []) + ([digest(code)] if state.get("fresh_code") else [])

@@ -47,13 +47,11 @@ class Terminal:
         self.say(f"error: {text}", "ansired")
 
     def stream(self, piece: str) -> None:
-        """Show model tokens as they arrive (dimmed), on their own lines."""
-        if not self.streaming:
-            self.streaming = True
-            print_formatted_text(FormattedText([("", "")]), end="", output=self.output)
+        """Show model tokens as they arrive (dimmed); ``end_stream`` closes the line."""
+        self.streaming = True
         print_formatted_text(FormattedText([("ansibrightblack", piece)]), end="", output=self.output)
 
-    def end_stream(self) -> None:
+    def end_stream(self, *_: object) -> None:
         if self.streaming:
             self.streaming = False
             print_formatted_text("", output=self.output)

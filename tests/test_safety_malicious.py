@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Callable
 
 import pytest
 
-from safety import Approvals, Decision, JsonGrantStore, Sandbox, Tier, available_levels, check_code, run_generated
+from safety import (Approvals, Decision, JsonGrantStore, Sandbox, Tier, available_levels,
+                    check_code, run_generated)
 from safety.cgroup import available as cgroup_available
 from tests.safety_fixtures import Canaries, make_canaries, survivors
 
@@ -210,7 +210,8 @@ def test_runtime_alone(case: Case, level: str, canaries: Canaries) -> None:
     problems = canaries.violations(res.stdout + res.stderr)
     problems += [f"process left behind: {p}" for p in survivors(marker)]
     problems += case.check(res, run_dir) if case.check else []
-    assert not problems, f"{problems}\n--- stdout ---\n{res.stdout[-800:]}\n--- stderr ---\n{res.stderr[-800:]}"
+    assert not problems, (f"{problems}\n--- stdout ---\n{res.stdout[-800:]}"
+                          f"\n--- stderr ---\n{res.stderr[-800:]}")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
