@@ -12,6 +12,7 @@ import ast
 import enum
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,16 +274,20 @@ def _regex_findings(source: str, filename: str) -> list[Finding]:
 def bandit_findings(source: str, filename: str = "<skill>") -> list[Finding]:
     """Bandit's medium-and-up findings, as shown-only findings (source="bandit")."""
     try:
-        from bandit.core import config as b_config
-        from bandit.core import manager as b_manager
+        with warnings.catch_warnings():  # bandit's plugin loader warns on import
+            warnings.simplefilter("ignore")
+            from bandit.core import config as b_config
+            from bandit.core import manager as b_manager
     except ImportError:  # pragma: no cover - bandit is a declared dependency
         return []
     with tempfile.TemporaryDirectory(prefix="bandit-") as tmp:
         path = Path(tmp) / "skill.py"
         path.write_text(source, encoding="utf-8")
-        mgr = b_manager.BanditManager(b_config.BanditConfig(), "file", quiet=True)
-        mgr.discover_files([str(path)])
-        mgr.run_tests()
+        with warnings.catch_warnings():  # bandit's own deprecation noise
+            warnings.simplefilter("ignore")
+            mgr = b_manager.BanditManager(b_config.BanditConfig(), "file", quiet=True)
+            mgr.discover_files([str(path)])
+            mgr.run_tests()
         issues = mgr.get_issue_list(sev_level="MEDIUM", conf_level="LOW")
     tiers = {"MEDIUM": Tier.APPROVAL, "HIGH": Tier.BLOCKED}
     return [Finding(f"bandit_{i.test_id}", tiers.get(i.severity, Tier.AUTO),
