@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
     term.say(f"Autonomous agent · workspace {agent.workspace}")
     term.say(f"  model:   {repl.model_label()}")
     sandbox = agent.sandbox
-    term.say(f"  sandbox: {sandbox.level}")
+    term.say(f"  {sandbox.describe()}")
     if sandbox.warning:
         term.warn(f"  ⚠ {sandbox.warning}")
     if args.commands:

@@ -168,13 +168,14 @@ def _bwrap_args(cwd: Path, rw: list[Path], ro: list[Path], network: bool,
             "--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox"]
     if network:
         args.append("--share-net")
+    # The tmpfs first: binds below /tmp (a checkout or venv there) must land on top of it.
+    args += ["--size", str(limits.tmpfs_size), "--tmpfs", "/tmp"]
     for path in confine.python_read_paths() + ([*confine.NETWORK_ETC] if network else []):
         if os.path.islink(path) and os.path.dirname(path) == "/":
             args += ["--symlink", os.readlink(path), path]
         else:
             args += ["--ro-bind-try", path, path]
-    args += ["--ro-bind", confine.LAUNCHER, confine.LAUNCHER, "--proc", "/proc", "--dev", "/dev",
-             "--size", str(limits.tmpfs_size), "--tmpfs", "/tmp"]
+    args += ["--ro-bind", confine.LAUNCHER, confine.LAUNCHER, "--proc", "/proc", "--dev", "/dev"]
     for entry in PROC_COVER:   # the sandbox uid maps to our uid: keep kernel knobs read-only
         args += ["--ro-bind-try", f"/proc/{entry}", f"/proc/{entry}"]
     for path in rw:

@@ -259,3 +259,15 @@ def test_forcing_a_missing_level_says_so(workspace: Path) -> None:
     with pytest.raises(SandboxUnavailable):
         Sandbox.probe(workspace, force_level="vm")
     assert "sandbox:" in Sandbox.probe(workspace).describe()
+
+
+def test_bwrap_level_works_where_bwrap_is_installed():
+    """A machine with bwrap (CI installs it) must reach the bwrap level: a skip there would hide a
+    broken sandbox, as it once did for checkouts under /tmp (the tmpfs hid the venv)."""
+    import shutil
+
+    from safety.sandbox import available_levels
+
+    if not shutil.which("bwrap"):
+        pytest.skip("bwrap is not installed here (setup.sh installs it)")
+    assert available_levels()[0] == "bwrap"
