@@ -76,6 +76,7 @@ class AutonomousAgent:
         self.memory.read()  # a corrupted memory.json stops us here, before any work
         self.library = SkillLibrary(self.workspace)
         self.calls_log = self.workspace / "history" / "model_calls.jsonl"
+        self.calls_log.parent.mkdir(exist_ok=True)
         self.approvals = Approvals(self.memory, self.workspace / "history" / "approvals.log",
                                    ask=approve, auto_approve=self.settings.yes)
         self.on_event, self.on_token, self.on_call, self.on_notice = on_event, on_token, on_call, on_notice
@@ -177,7 +178,6 @@ class AutonomousAgent:
         record = {"timestamp": now(), "directive_id": directive_id, "phase": phase, "model": completion.model,
                   "temperature": request.temperature, "tokens_in": completion.tokens_in,
                   "tokens_out": completion.tokens_out, "seconds": round(completion.seconds, 3)}
-        self.calls_log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.calls_log, "a", encoding="utf-8") as log:
             log.write(json.dumps(record) + "\n")
         if self.on_call:

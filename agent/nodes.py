@@ -179,7 +179,7 @@ def write(state: LoopState, deps: Deps) -> dict:
         note += f" ({attempt} resample{'s' if attempt > 1 else ''}: repeated a failed version)"
     deps.emit(Event("WRITE", note, iteration, state["max_iterations"], tokens_out, seconds))
     return {"iteration": iteration, "code": code if fresh else state.get("best_code", ""),
-            "fresh_code": fresh, "tokens": deps.tokens[0]}
+            "fresh_code": fresh}
 
 
 def _ask_for_code(state: LoopState, spec: SkillSpec, deps: Deps, temp: float) -> tuple[str | None, Completion]:

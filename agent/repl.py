@@ -225,7 +225,7 @@ class Repl:
         """:status  model, sandbox level, workspace and limits"""
         settings, sandbox = self.agent.settings, self.agent.sandbox
         self.term.say(f"  model:     {self.model_label()}")
-        self.term.say(f"  {sandbox.describe().replace('sandbox: ', 'sandbox:   ', 1)}"
+        self.term.say(f"  sandbox:   {sandbox.describe().removeprefix('sandbox: ')}"
                       + (f"  ⚠ {sandbox.warning}" if sandbox.warning else ""))
         self.term.say(f"  workspace: {self.agent.workspace}")
         self.term.say(f"  limits:    {settings.max_iter} iterations, {settings.timeout:g} s per test run")

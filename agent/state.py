@@ -48,4 +48,3 @@ class LoopState(TypedDict, total=False):
     failed_code: list[str]  # digests of every version that failed (write resamples on a repeat)
     previous_failure: str  # fingerprint (category, error, code) of the previous failure
     reason: Reason | None  # why the loop ended; None while it runs
-    tokens: int  # tokens in + out over the whole directive

@@ -15,8 +15,8 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"embedded model ready: {model.name} ({gemma_path()})")
+    print(f"embedded model ready: {model.name} ({model.path})")
     return 0
 
 
