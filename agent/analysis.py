@@ -9,7 +9,7 @@ from safety import SafetyOutcome
 
 MAX_ERROR_CHARS = 1500
 # Lines of pytest's output worth showing the model: assertion diffs, exceptions, doctest diffs.
-USEFUL_LINE = re.compile(r"^(E\s|>\s|Expected:|Got:|\s{4}\S|\w+Error\b|\w+Exception\b|FAILED|ERROR|"
+USEFUL_LINE = re.compile(r"^(E\s|>\s|Expected:|Got:|Failed example:|\s{4}\S|\w+Error\b|\w+Exception\b|FAILED|ERROR|"
                          r"[\w/.]+\.py:\d+:|File \")")
 
 
@@ -22,6 +22,8 @@ def classify(report: TestReport, *, timed_out: bool = False) -> Category:
         return "syntax_error"
     if re.search(r"\b(ImportError|ModuleNotFoundError)\b", text):
         return "import_error"
+    if re.search(r"\) raised \w+(Error|Exception|Exit|Interrupt)\b", text):  # the property checks saw it
+        return "crash"
     if report["failed"] and re.search(r"AssertionError|^E\s+assert\b|^Expected:", text, re.M):
         return "failed_assertion"
     return "crash"
@@ -49,7 +51,9 @@ def headline(error: str) -> str:
     lines = [line.strip() for line in error.splitlines() if line.strip()]
     doctest = re.search(r"Expected:\s*\n\s*(.+?)\s*\nGot:\s*\n\s*(.+)", error)
     if doctest:
-        return f"expected {doctest.group(1).strip()}, got {doctest.group(2).strip()}"[:160]
+        call = re.search(r"Failed example:\s*\n\s*(.+)", error)
+        said = f"{call.group(1).strip()} returned" if call else "got"
+        return f"{said} {doctest.group(2).strip()}, expected {doctest.group(1).strip()}"[:160]
     for line in lines:
         text = line[1:].strip() if line.startswith("E ") else line
         if re.match(r"(assert\b|\w+(Error|Exception)\b|timed out)", text):

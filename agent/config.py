@@ -17,6 +17,7 @@ ENV_VARS = {
     "workspace": "AGENT_WORKSPACE",
     "max_iter": "AGENT_MAX_ITER",
     "timeout": "AGENT_TIMEOUT",
+    "model_timeout": "AGENT_MODEL_TIMEOUT",
     "ollama_host": "OLLAMA_HOST",
     "sandbox": "AGENT_SANDBOX",
 }
@@ -31,6 +32,7 @@ class Settings:
     workspace: Path = Path("agent_workspace")
     max_iter: int = 12  # iteration cap of one directive
     timeout: float = 15.0  # wall-clock seconds for one sandboxed test run
+    model_timeout: float = 300.0  # overall deadline of one model call, however the tokens trickle in
     ollama_host: str = "http://127.0.0.1:11434"
     sandbox: str | None = None  # force a sandbox level ("bwrap" | "landlock" | "rlimits")
     yes: bool = False  # auto-approve tier-2 needs (never tier 3)
@@ -46,7 +48,7 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             if not 1 <= number <= 100:
                 raise ValueError
             return number
-        if name == "timeout":
+        if name in ("timeout", "model_timeout"):
             seconds = float(value)
             if not 0 < seconds <= 3600:
                 raise ValueError
@@ -103,12 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="autonomous_agent",
         description="A local, skill-learning coding agent. Starts an interactive prompt.",
         epilog="Each flag can also come from an environment variable (AGENT_MODEL, AGENT_WORKSPACE, "
-        "AGENT_MAX_ITER, AGENT_TIMEOUT, OLLAMA_HOST, AGENT_SANDBOX) or agent.toml; flags win.",
+        "AGENT_MAX_ITER, AGENT_TIMEOUT, AGENT_MODEL_TIMEOUT, OLLAMA_HOST, AGENT_SANDBOX) or agent.toml; flags win.",
     )
     parser.add_argument("--model", help="auto (default), embedded, ollama:<tag>, gguf:<path>, openai:<name>")
     parser.add_argument("--workspace", help="workspace directory (default: agent_workspace)")
     parser.add_argument("--max-iter", dest="max_iter", help="iteration cap per directive (default: 12)")
     parser.add_argument("--timeout", help="seconds per sandboxed test run (default: 15)")
+    parser.add_argument("--model-timeout", dest="model_timeout",
+                        help="overall seconds one model call may take (default: 300)")
     parser.add_argument("--ollama-host", dest="ollama_host", help="Ollama server (default: $OLLAMA_HOST)")
     parser.add_argument("--sandbox", help="force a sandbox level: bwrap, landlock or rlimits")
     parser.add_argument("--config", type=Path, help="TOML settings file (default: ./agent.toml if present)")

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
 import safety
+from agent import checks, planner
+from agent.analysis import report_from_outcome
+from agent.checks import Observed
 from agent.config import Settings, load_settings
 from agent.errors import AgentError, ModelUnavailable
 from agent.graph import build_graph, recursion_limit
 from agent.library import SkillLibrary
 from agent.llm import load_model
 from agent.llm.base import Completion, Model, Request, TokenCallback
+from agent.llm.common import Deadline
 from agent.memory import Memory, now
 from agent.nodes import Deps, Event
-from agent.analysis import report_from_outcome
-from agent.state import LoopState, TestReport
+from agent.spec import leading_literal, new_evidence, parse_examples, tests_from_examples
+from agent.state import LoopState, SkillSpec, TestReport
 from safety.approvals import ApprovalRequest, Approvals, Decision
 from safety.paths import validate_skill_name
 from safety.sandbox import Sandbox
@@ -33,7 +38,7 @@ class DirectiveResult:
     goal: str
     directive_id: str
     skill: str | None
-    status: str  # working | failed | blocked | pending | interrupted
+    status: str  # working | untested | failed | blocked | pending | interrupted | crashed
     iterations: int
     max_iterations: int
     reason: str
@@ -44,7 +49,71 @@ class DirectiveResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "working"
+        """The directive produced a skill that passed its checks (``working`` or ``untested``)."""
+        return self.status in ("working", "untested")
+
+
+# The user as the oracle: (skill, observed calls) -> one answer per call: True (right), False
+# (wrong, correct value unknown), a string (the correct value, as a Python literal) or None (skip).
+Confirm = Callable[[str, list[Observed]], Iterable[bool | str | None]]
+
+
+def spec_literal(text: str) -> str | None:
+    """A user's answer as the repr of a Python literal (``hello`` is read as the string 'hello')."""
+    text = text.strip()
+    value = leading_literal(text)
+    return value if value is not None or not text else repr(text)
+
+
+def _seen(observed: list[Observed], call: str) -> str:
+    return next((o.result for o in observed if o.call == call), "?")
+
+
+class _Run:
+    """One directive's life: the loop's invocations, its progress, and how it ended."""
+
+    def __init__(self, agent: AutonomousAgent, goal: str, directive_id: str, skill: str | None) -> None:
+        self.agent, self.goal, self.directive_id = agent, goal, directive_id
+        self.skill, self.iteration, self.tokens, self.saved = skill, 0, 0, False
+        self.started = time.monotonic()
+
+    def emit(self, event: Event) -> None:
+        self.iteration = max(self.iteration, event.iteration)
+        if event.phase == "SAVE":
+            self.saved = True
+        if self.agent.on_event:
+            self.agent.on_event(event)
+
+    def loop(self, state: LoopState) -> LoopState:
+        """Run the graph from ``state`` (a fresh directive, or one resumed with a spec)."""
+        agent = self.agent
+        deps = Deps(model=agent.model, execute=agent.execute, memory=agent.memory, library=agent.library,
+                    emit=self.emit, on_token=agent.on_token, on_call=partial(agent._log_call, self.directive_id))
+        final = build_graph(deps).invoke(
+            state, config={"recursion_limit": recursion_limit(state["max_iterations"])})
+        self.tokens = final.get("tokens", self.tokens)
+        if final.get("spec"):
+            self.skill = final["spec"]["name"]
+        return final
+
+    def save_evidence(self, spec: SkillSpec, final: LoopState) -> None:
+        """Keep confirmed examples as tests of the saved skill, and its status with them."""
+        agent = self.agent
+        agent.library.save(spec["name"], final["code"], checks.test_module(spec, with_holdout=True))
+        evidence = {**spec["evidence"], "property_cases": agent.memory.get_skill(spec["name"])["evidence"][
+            "property_cases"]}
+        agent.memory.upsert_skill(spec["name"], status=checks.status_of(evidence), evidence=evidence,
+                                  probes=[])
+
+    def end(self, status: str, reason: str, message: str, skill: str | None = None,
+            path: Path | None = None, error: str | None = None) -> DirectiveResult:
+        skill = skill or self.skill
+        recorded = "done" if status in ("working", "untested") else status  # a directive is done
+        self.agent.memory.finish_directive(self.directive_id, status=recorded, reason=reason, skill=skill,
+                                           iterations=self.iteration, error=error)
+        return DirectiveResult(self.goal, self.directive_id, skill, status, self.iteration,
+                               self.agent.settings.max_iter, reason, path, message, self.tokens,
+                               round(time.monotonic() - self.started, 2))
 
 
 class AutonomousAgent:
@@ -80,7 +149,8 @@ class AutonomousAgent:
         self.approvals = Approvals(self.memory, self.workspace / "history" / "approvals.log",
                                    ask=approve, auto_approve=self.settings.yes)
         self.on_event, self.on_token, self.on_call, self.on_notice = on_event, on_token, on_call, on_notice
-        self._model: Model | None = None if isinstance(model, str) or model is None else model
+        self._model: Model | None = (None if isinstance(model, str) or model is None
+                                     else Deadline(model, self.settings.model_timeout))
         self._sandbox: Sandbox | None = None
 
     # -- lazily built, once per agent ----------------------------------------------------------
@@ -89,8 +159,9 @@ class AutonomousAgent:
     def model(self) -> Model:
         """The model, loaded on first use (raises ModelUnavailable with a one-line fix)."""
         if self._model is None:
-            self._model = load_model(self.settings.model, ollama_host=self.settings.ollama_host,
-                                     on_notice=self.on_notice)
+            model = load_model(self.settings.model, ollama_host=self.settings.ollama_host,
+                               on_notice=self.on_notice, timeout=self.settings.model_timeout)
+            self._model = Deadline(model, self.settings.model_timeout)
         return self._model
 
     @property
@@ -109,69 +180,110 @@ class AutonomousAgent:
 
     # -- directives ----------------------------------------------------------------------------
 
-    def run(self, goal: str, skill_name: str | None = None) -> DirectiveResult:
-        """Run one directive to its end. KeyboardInterrupt records it as interrupted, then propagates."""
+    def run(self, goal: str, skill_name: str | None = None, *,
+            confirm: Confirm | None = None) -> DirectiveResult:
+        """Run one directive to its end; the directive is always recorded as ended.
+
+        ``confirm`` (the user as the oracle) is shown the actual results of a skill that passed
+        with no expected values behind it, and answers per call (see ``Confirm``); without it the
+        skill stays ``untested``. KeyboardInterrupt records ``interrupted`` and propagates; a
+        model the user must fix leaves the directive ``pending``; any other error ends it
+        ``crashed`` with the error, never stuck ``running``.
+        """
         goal = " ".join(goal.split())
         if not goal:
             raise AgentError("a directive needs a goal, e.g. :directive Create a JSON validator skill")
         if skill_name is not None:
             validate_skill_name(skill_name)
         directive_id = self.memory.add_directive(goal, self.settings.max_iter)
-        progress = {"iteration": 0, "skill": skill_name}
-        started = time.monotonic()
-
-        def emit(event: Event) -> None:
-            progress["iteration"] = max(progress["iteration"], event.iteration)
-            if self.on_event:
-                self.on_event(event)
-
-        def end(status: str, reason: str, message: str, skill: str | None = None,
-                path: Path | None = None, tokens: int = 0) -> DirectiveResult:
-            skill = skill or progress["skill"]
-            recorded = "done" if status == "working" else status  # a directive is done, a skill working
-            self.memory.finish_directive(directive_id, status=recorded, reason=reason, skill=skill,
-                                         iterations=progress["iteration"])
-            return DirectiveResult(goal, directive_id, skill, status, progress["iteration"],
-                                   self.settings.max_iter, reason, path, message, tokens,
-                                   round(time.monotonic() - started, 2))
-
+        run = _Run(self, goal, directive_id, skill_name)
         try:
-            deps = Deps(model=self.model, execute=self.execute, memory=self.memory,
-                        library=self.library, emit=emit, on_token=self.on_token,
-                        on_call=partial(self._log_call, directive_id))
             self.memory.start_directive(directive_id)
-            state: LoopState = {"goal": goal, "skill_name": skill_name, "directive_id": directive_id,
-                                "max_iterations": self.settings.max_iter}
-            final = build_graph(deps).invoke(
-                state, config={"recursion_limit": recursion_limit(self.settings.max_iter)})
+            final = run.loop({"goal": goal, "skill_name": skill_name, "directive_id": directive_id,
+                              "max_iterations": self.settings.max_iter})
+            if final.get("reason") == "passed" and confirm is not None:
+                final = self._ask_the_user(run, final, confirm)
         except ModelUnavailable as err:
-            return end("pending", "model_unavailable", str(err))
+            return run.end("pending", "model_unavailable", str(err))
         except KeyboardInterrupt:
-            end("interrupted", "interrupted", "interrupted by the user")
+            run.end("interrupted", "interrupted", "interrupted by the user")
             raise
-        return self._finish(final, end, deps.tokens[0])
+        except Exception as err:  # noqa: BLE001 - a bug must not leave the directive running
+            self._log_crash(directive_id)
+            error = f"{type(err).__name__}: {err}"
+            return run.end("crashed", "crashed", f"the directive crashed ({error}); details in "
+                           "history/crashes.log", error=error)
+        return self._finish(final, run)
 
-    def _finish(self, final: LoopState, end: Callable[..., DirectiveResult], tokens: int) -> DirectiveResult:
+    def _ask_the_user(self, run: _Run, final: LoopState, confirm: Confirm) -> LoopState:
+        """Show the probes' actual results; confirmed and corrected values become tests. A
+        correction (or a "no") sends the loop on from the current code."""
+        spec = final["spec"]
+        assert spec is not None
+        if checks.status_of(spec["evidence"]) == "working" or not spec["probes"]:
+            return final
+        observed = self.observe(spec["name"], final["code"], spec["probes"])
+        answers = list(confirm(spec["name"], observed)) + [None] * len(observed)
+        confirmed, corrected, rejected = [], [], []
+        for seen, answer in zip(observed, answers):
+            if answer is True and not seen.raised:
+                confirmed.append({"call": seen.call, "result": seen.result})
+            elif isinstance(answer, str) and (value := spec_literal(answer)) is not None:
+                (confirmed if value == seen.result and not seen.raised else corrected).append(
+                    {"call": seen.call, "result": value})
+            elif answer is False or isinstance(answer, str):
+                rejected.append(seen)
+        spec = planner.confirmed_spec(spec, confirmed, corrected, rejected)
+        if not corrected and not rejected:
+            run.save_evidence(spec, final)
+            return {**final, "spec": spec}
+        wrong = corrected[0] if corrected else None
+        error = (f"{wrong['call']} returned {_seen(observed, wrong['call'])}, expected {wrong['result']} "
+                 "(the user's answer)" if wrong else
+                 f"{rejected[0].call} returned {rejected[0].result}, which the user says is wrong")
+        report: TestReport = {"ok": False, "passed": 0, "failed": 1, "errors": 0, "category": "failed_assertion",
+                              "error": error, "level": "", "seconds": 0.0}
+        self.on_event and self.on_event(Event("ANALYZE", f"user: {error} → retry"))
+        return run.loop({**final, "spec": spec, "report": report, "reason": None, "fresh_code": True,
+                         "max_iterations": final["iteration"] + self.settings.max_iter})
+
+    def observe(self, name: str, code: str, calls: list[str]) -> list[Observed]:
+        """Run ``calls`` against ``code`` in the sandbox (through the gates) and read their results."""
+        outcome = self.execute(name, code, checks.probe_tests(name, calls))
+        if outcome.run is None:
+            raise AgentError(f"could not run the example calls: {outcome.reason}")
+        return checks.read_probes(outcome.run.output, calls)
+
+    def _finish(self, final: LoopState, run: _Run) -> DirectiveResult:
+        """The directive's result from the loop's final state (the save node recorded a passing skill)."""
         spec, reason = final.get("spec"), final.get("reason") or "no_plan"
         if spec is None:
-            return end("failed", "no_plan", "no usable plan: give an explicit signature and examples")
+            return run.end("failed", "no_plan", "no usable plan: no function signature could be had; name one, "
+                           "e.g. `is_valid_json(text: str) -> bool`, and give examples")
         name, report = spec["name"], final.get("report")
-        fields = {"description": spec["description"], "signature": spec["signature"],
-                  "iterations": final.get("iteration", 0),
-                  "sandbox_level": (report or {}).get("level") or None}
         if reason == "passed":
-            self.memory.upsert_skill(name, status="working", path=self.library.module_path(name),
-                                     test_path=self.library.test_path(name), last_tested=now(), **fields)
-            return end("working", reason, f"{name} is working", name, self.workspace / self.library.module_path(name),
-                       tokens)
+            skill = self.memory.get_skill(name) or {}
+            status = skill.get("status", "working")
+            evidence = checks.describe_evidence(spec["evidence"])
+            message = f"{name} is {status} ({evidence})"
+            if status == "untested":
+                message += (f"; no expected value has checked what it does. Add one with :examples "
+                            f"{name} {name}(...) == <value>")
+            return run.end(status, reason, message, name, self.workspace / self.library.module_path(name))
         existing = self.memory.get_skill(name)
-        if not existing or existing.get("status") != "working":
-            self.memory.upsert_skill(name, status="failed", **fields)
+        if run.saved or not existing or existing.get("status") not in ("working", "untested"):
+            self.memory.upsert_skill(name, status="failed", description=spec["description"],
+                                     signature=spec["signature"], iterations=final.get("iteration", 0),
+                                     sandbox_level=(report or {}).get("level") or None)
         status = "blocked" if reason == "blocked" else "failed"
         why = {"iteration_cap": f"no working version after {final.get('iteration', 0)} iterations",
                "no_progress": "the same failure twice in a row with the same code",
                "blocked": (report or {}).get("error", "blocked by the safety gates")}[reason]
-        return end(status, reason, f"{name} {status}: {why}", name, tokens=tokens)
+        return run.end(status, reason, f"{name} {status}: {why}", name)
+
+    def _log_crash(self, directive_id: str) -> None:
+        with open(self.workspace / "history" / "crashes.log", "a", encoding="utf-8") as log:
+            log.write(f"--- {now()} directive {directive_id}\n{traceback.format_exc()}\n")
 
     def _log_call(self, directive_id: str, phase: str, request: Request, completion: Completion) -> None:
         """Append one model call's accounting to history/model_calls.jsonl."""
@@ -188,11 +300,33 @@ class AutonomousAgent:
         return [self.run(goal) for goal in goals]
 
     def retest(self, name: str) -> TestReport:
-        """Re-run a saved skill's doctests and tests in the sandbox, and record the result."""
+        """Re-run a saved skill's doctests and tests in the sandbox, and record the result: a pass
+        keeps the status its evidence earns (``working`` or ``untested``), a failure is ``failed``."""
         source, tests = self.library.source(name), self.library.tests(name)
-        if source is None or tests is None:
+        skill = self.memory.get_skill(name)
+        if source is None or tests is None or skill is None:
             raise AgentError(f"no saved skill named {name!r} (see :skills)")
         report = report_from_outcome(self.execute(name, source, tests))
-        self.memory.upsert_skill(name, status="working" if report["ok"] else "failed", last_tested=now(),
+        evidence = skill.get("evidence")
+        passing = checks.status_of(evidence) if evidence else ("working" if skill["status"] == "failed"
+                                                                else skill["status"])
+        self.memory.upsert_skill(name, status=passing if report["ok"] else "failed", last_tested=now(),
                                  sandbox_level=report["level"] or None)
         return report
+
+    def add_examples(self, name: str, text: str) -> TestReport:
+        """Add the user's examples (``name(...) == value``, several allowed) to a saved skill's tests
+        and retest it: they are evidence, so a pass makes it ``working``; a failure, ``failed``."""
+        tests, skill = self.library.tests(name), self.memory.get_skill(name)
+        if tests is None or skill is None:
+            raise AgentError(f"no saved skill named {name!r} (see :skills)")
+        examples = parse_examples(text, name)
+        if not examples:
+            raise AgentError(f"no example found: write it as {name}(<arguments>) == <expected value>")
+        added = tests_from_examples(name, examples, prefix="user_added",
+                                    start=tests.count("def test_user_added_") + 1).split("\n", 2)[2]
+        self.library.save(name, self.library.source(name) or "", tests.rstrip() + "\n\n\n" + added)
+        evidence = {**new_evidence(), **(skill.get("evidence") or {})}
+        evidence["user_examples"] += len(examples)
+        self.memory.upsert_skill(name, evidence=evidence)
+        return self.retest(name)

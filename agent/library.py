@@ -11,7 +11,6 @@ from pathlib import Path
 
 from rank_bm25 import BM25Okapi
 
-from agent.state import SkillSpec
 from safety.paths import resolve_inside, safe_read_text, safe_write_text, validate_skill_name
 
 TOKEN_RE = re.compile(r"[a-z0-9]+")
@@ -35,10 +34,10 @@ class SkillLibrary:
     def test_path(self, name: str) -> str:
         return f"skills/tests/test_{validate_skill_name(name)}.py"
 
-    def save(self, spec: SkillSpec, code: str) -> Path:
+    def save(self, name: str, code: str, tests: str) -> Path:
         """Write the module and its tests; returns the module's absolute path."""
-        path = safe_write_text(self.workspace, self.module_path(spec["name"]), code)
-        safe_write_text(self.workspace, self.test_path(spec["name"]), spec["tests"])
+        path = safe_write_text(self.workspace, self.module_path(name), code)
+        safe_write_text(self.workspace, self.test_path(name), tests)
         return path
 
     def source(self, name: str) -> str | None:
@@ -66,6 +65,12 @@ class SkillLibrary:
         query = set(_tokens(goal))
         ranked = sorted(zip(scores, range(len(working))), key=lambda p: -p[0])
         return [working[i] for _, i in ranked if query & set(corpus[i])][:n]
+
+
+def importable(skills: list[dict]) -> str:
+    """Reusable skills as the import lines a completion model sees above the stub ("" if none)."""
+    return "".join(f"from {s['name']} import {s['name']}  # {s.get('signature') or s['name']}: "
+                   f"{s.get('description', '')}\n" for s in skills)
 
 
 def describe_skills(skills: list[dict]) -> str:

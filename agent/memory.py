@@ -32,7 +32,7 @@ from jsonschema.exceptions import best_match
 from agent.errors import AgentError, MemoryCorrupted
 
 T = TypeVar("T")
-CURRENT_VERSION = 2
+CURRENT_VERSION = 3
 SCHEMA_PATH = Path(__file__).with_name("memory.schema.json")
 ERROR_MAX = 500  # a failure's error is a short message; the full output belongs in the sandbox log
 SNIPPET_MAX = 2000
@@ -181,7 +181,12 @@ def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-MIGRATIONS: list[Callable[[dict[str, Any]], dict[str, Any]]] = [_v1_to_v2]
+def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
+    """v3 only adds: skill evidence and probes, a ``crashed`` directive, two failure categories."""
+    return {**doc, "version": 3}
+
+
+MIGRATIONS: list[Callable[[dict[str, Any]], dict[str, Any]]] = [_v1_to_v2, _v2_to_v3]
 assert len(MIGRATIONS) == CURRENT_VERSION - 1
 
 
@@ -382,10 +387,11 @@ class Memory:
         self._set_directive(directive_id, status="running")
 
     def finish_directive(self, directive_id: str, *, status: str, reason: str | None,
-                         skill: str | None, iterations: int) -> None:
+                         skill: str | None, iterations: int, error: str | None = None) -> None:
         """Record how a directive ended (``pending`` again is allowed: model unavailable)."""
+        extra = {"error": truncate(" ".join(error.split()), ERROR_MAX)} if error else {}
         self._set_directive(directive_id, status=status, reason=reason, skill=skill,
-                            iterations=iterations)
+                            iterations=iterations, **extra)
 
     def pending_directives(self) -> list[dict[str, Any]]:
         """Directives recorded but not started (or sent back to pending), oldest first."""

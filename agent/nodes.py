@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal
 
-from agent import prompts
+from agent import planner, prompts
 from agent.analysis import classify, headline, report_from_outcome
-from agent.library import SkillLibrary, describe_skills
+from agent.checks import (PROPERTY_CASES, describe_evidence, holdout_tests, overfit, property_ready,
+                          status_of, test_module)
+from agent.library import SkillLibrary, describe_skills, importable
 from agent.llm.base import Completion, Model, Request, TokenCallback
-from agent.memory import Memory
-from agent.spec import (complete_module, describe, extract_code, parse_examples,
-                        parse_plan, parse_signature, stub, tests_from_examples)
-from agent.state import LoopState, SkillSpec, TestReport
+from agent.memory import Memory, now
+from agent.spec import complete_module, extract_code, stub
+from agent.state import Category, LoopState, SkillSpec, TestReport
 from safety import SafetyOutcome
-from safety.paths import validate_skill_name
 
 RESAMPLES = 2  # extra samples in one iteration when the model repeats a failed version
 # Completion models stop when they leave the function body.
@@ -50,17 +50,15 @@ class Deps:
     emit: Callable[[Event], None] = lambda event: None
     on_token: TokenCallback | None = None
     on_call: Callable[[str, Request, Completion], None] = lambda phase, request, completion: None
-    tokens: list[int] = field(default_factory=lambda: [0])  # running total, shared by nodes
 
 
 def temperature(iteration: int) -> float:
-    """Sampling temperature for an attempt: near-greedy first, more varied on each retry."""
-    return round(min(0.1 + 0.15 * (iteration - 1), 1.0), 2)
+    """Sampling temperature for an attempt: greedy first, more varied on each retry."""
+    return 0.0 if iteration <= 1 else round(min(0.1 + 0.15 * (iteration - 1), 1.0), 2)
 
 
 def _generate(deps: Deps, request: Request, phase: str) -> Completion:
     completion = deps.model.generate(request, on_token=deps.on_token)
-    deps.tokens[0] += completion.tokens_in + completion.tokens_out
     deps.on_call(phase, request, completion)
     return completion
 
@@ -68,91 +66,37 @@ def _generate(deps: Deps, request: Request, phase: str) -> Completion:
 # ---- plan ------------------------------------------------------------------------------------
 
 def plan(state: LoopState, deps: Deps) -> dict:
-    """Goal → skill spec (name, signature, examples, tests), or reason ``no_plan``."""
-    started = time.monotonic()
-    spec = _plan_chat(state, deps) if deps.model.chat else _plan_completion(state, deps)
+    """Goal → skill spec (name, signature, trusted examples and tests, probes), or ``no_plan``.
+
+    A state that already holds a spec (a directive resumed with the user's answers) keeps it.
+    """
+    if state.get("spec") is not None:
+        return {}
+    started, spent = time.monotonic(), [0]
+
+    def generate(request: Request, phase: str) -> Completion:
+        completion = _generate(deps, request, phase)
+        spent[0] += completion.tokens_in + completion.tokens_out
+        return completion
+
+    name = planner.requested_name(state["goal"], state.get("skill_name"))
+    if deps.model.chat:
+        spec = planner.plan_chat(state["goal"], name, generate,
+                                 skills=deps.library.relevant(state["goal"], deps.memory.read()["skills"]),
+                                 failures=deps.memory.similar_failures(state["goal"], n=3))
+    else:
+        spec = planner.plan_completion(state["goal"], name, generate)
+    tokens = state.get("tokens", 0) + spent[0]
     if spec is None:
-        deps.emit(Event("PLAN", "no usable plan (for small models, give an explicit signature "
-                                "and examples, e.g. `add(a: int, b: int) -> int`, add(1, 2) == 3)",
-                        tokens=deps.tokens[0], seconds=time.monotonic() - started))
-        return {"spec": None, "reason": "no_plan"}
-    tests = spec["tests"].count("def test")
-    deps.emit(Event("PLAN", f"{spec['signature']}  ({len(spec['examples'])} examples, {tests} tests)",
-                    tokens=deps.tokens[0], seconds=time.monotonic() - started))
-    return {"spec": spec, "iteration": 0, "best_code": "", "best_passed": -1, "previous_failure": ""}
-
-
-def _requested_name(state: LoopState) -> str | None:
-    name = state.get("skill_name")
-    if name:
-        return validate_skill_name(name)
-    explicit = parse_signature(state["goal"])
-    return explicit[0] if explicit else None
-
-
-def _plan_chat(state: LoopState, deps: Deps) -> SkillSpec | None:
-    goal, name = state["goal"], _requested_name(state)
-    skills = deps.library.relevant(goal, deps.memory.read()["skills"])
-    failures = deps.memory.similar_failures(goal, n=3)
-    user = prompts.render(
-        "plan_user", goal=goal,
-        name_hint=f"The function must be named {name}." if name else "",
-        skills=describe_skills(skills),
-        past_failures=("Mistakes made before on similar goals:\n" + "\n".join(
-            f"- {f['skill']}: {f['category']}: {f['error'][:200]}" for f in failures)) if failures else "")
-    messages = [{"role": "system", "content": prompts.render("plan_system")},
-                {"role": "user", "content": user}]
-    for attempt in range(2):
-        reply = _generate(deps, Request(messages=messages, temperature=0.2 + 0.3 * attempt), "plan").text
-        spec = parse_plan(reply, name_hint=name)
-        if spec is not None:
-            return _with_user_examples(spec, goal)
-    return None
-
-
-def _with_user_examples(spec: SkillSpec, goal: str) -> SkillSpec:
-    """Examples the user wrote in the directive are ground truth: always tested, always shown."""
-    given = parse_examples(goal, spec["name"])
-    known = {e["call"] for e in spec["examples"]}
-    extra = [e for e in given if e["call"] not in known]
-    if not extra:
-        return spec
-    return {**spec, "examples": extra + spec["examples"],
-            "tests": spec["tests"] + "\n\n" + tests_from_examples(spec["name"], extra).split("\n", 2)[2]
-            .replace("def test_example_", "def test_directive_example_")}
-
-
-def _plan_completion(state: LoopState, deps: Deps) -> SkillSpec | None:
-    """Base models cannot design a spec; the directive supplies it, the model fills in examples."""
-    goal = state["goal"]
-    explicit = parse_signature(goal)
-    if explicit is None:
-        return None
-    name, signature = explicit
-    if state.get("skill_name"):
-        name = validate_skill_name(state["skill_name"] or "")
-        signature = name + signature[signature.index("("):]
-    description = describe(goal, name)
-    examples = parse_examples(goal, explicit[0])
-    if explicit[0] != name:
-        examples = [{"call": name + e["call"][len(explicit[0]):], "result": e["result"]} for e in examples]
-    if not examples:
-        examples = _model_examples(deps, name, signature, description)
-    if not examples:
-        return None
-    return {"name": name, "signature": signature, "description": description,
-            "examples": examples, "tests": tests_from_examples(name, examples)}
-
-
-def _model_examples(deps: Deps, name: str, signature: str, description: str) -> list:
-    prompt = prompts.render("examples_completion", name=name, signature=signature,
-                            description=description)
-    reply = _generate(deps, Request(prompt=prompt, stop=('"""', "\ndef "), temperature=0.1,
-                                    max_tokens=160), "plan").text
-    text = f">>> {name}(" + reply
-    goal_like = " ".join(line.strip().replace(">>> ", "", 1) + (" ==" if line.strip().startswith(">>>") else "")
-                         for line in text.splitlines() if line.strip())
-    return parse_examples(goal_like, name)[:4]
+        deps.emit(Event("PLAN", "no usable plan: no function signature could be had (for small models, "
+                                "name one, e.g. `is_valid_json(text: str) -> bool`, with examples such as "
+                                "is_valid_json('[1]') == True)", tokens=tokens,
+                        seconds=time.monotonic() - started))
+        return {"spec": None, "reason": "no_plan", "tokens": tokens}
+    deps.emit(Event("PLAN", f"{spec['signature']}  ({describe_evidence(spec['evidence'], planned=True)})",
+                    tokens=tokens, seconds=time.monotonic() - started))
+    return {"spec": spec, "iteration": 0, "best_code": "", "best_passed": -1, "previous_failure": "",
+            "tokens": tokens}
 
 
 # ---- write -----------------------------------------------------------------------------------
@@ -167,9 +111,10 @@ def write(state: LoopState, deps: Deps) -> dict:
     assert spec is not None, "write runs only after a successful plan"
     iteration = state.get("iteration", 0) + 1
     failed = set(state.get("failed_code", []))
-    tokens_out, seconds = 0, 0.0
+    tokens, tokens_out, seconds = state.get("tokens", 0), 0, 0.0
     for attempt in range(1 + RESAMPLES):
         code, completion = _ask_for_code(state, spec, deps, temperature(iteration) + 0.3 * attempt)
+        tokens += completion.tokens_in + completion.tokens_out
         tokens_out, seconds = tokens_out + completion.tokens_out, seconds + completion.seconds
         if code is None or digest(code) not in failed:
             break
@@ -179,29 +124,41 @@ def write(state: LoopState, deps: Deps) -> dict:
         note += f" ({attempt} resample{'s' if attempt > 1 else ''}: repeated a failed version)"
     deps.emit(Event("WRITE", note, iteration, state["max_iterations"], tokens_out, seconds))
     return {"iteration": iteration, "code": code if fresh else state.get("best_code", ""),
-            "fresh_code": fresh}
+            "fresh_code": fresh, "tokens": tokens}
 
 
 def _ask_for_code(state: LoopState, spec: SkillSpec, deps: Deps, temp: float) -> tuple[str | None, Completion]:
     """One request for the module, in the style the model takes (chat or completion)."""
     temp = round(min(temp, 1.5), 2)
+    skills = deps.library.relevant(state["goal"], deps.memory.read()["skills"])
     if deps.model.chat:
-        completion = _generate(deps, Request(messages=_write_messages(state, spec, deps), temperature=temp,
+        completion = _generate(deps, Request(messages=_write_messages(state, spec, skills), temperature=temp,
                                              max_tokens=2048), "write")
         code = extract_code(completion.text)
         if code is not None and f"def {spec['name']}(" not in code:
             code = None
         return code, completion
-    completion = _generate(deps, Request(prompt=prompts.render("write_completion", stub=stub(spec)),
-                                         stop=BODY_STOPS, temperature=temp, max_tokens=256), "write")
-    return complete_module(spec, completion.text), completion
+    imports = importable(skills)
+    prompt = prompts.render("write_completion", imports=imports,
+                            stub=stub(spec) + _completion_feedback(state))
+    completion = _generate(deps, Request(prompt=prompt, stop=BODY_STOPS, temperature=temp, max_tokens=256),
+                           "write")
+    return complete_module(spec, completion.text, imports=imports), completion
+
+
+def _completion_feedback(state: LoopState) -> str:
+    """What the last version got wrong, as a comment a completion model reads before the body."""
+    report = state.get("report")
+    if not report or report["ok"] or not state.get("code") or report["category"] in ("no_code", "blocked"):
+        return ""
+    return f"    # The last version was wrong: {headline(report['error'])[:150]}\n"
 
 
 def digest(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()[:16]
 
 
-def _write_messages(state: LoopState, spec: SkillSpec, deps: Deps) -> list[dict[str, str]]:
+def _write_messages(state: LoopState, spec: SkillSpec, skills: list[dict]) -> list[dict[str, str]]:
     report = state.get("report")
     feedback = ""
     if report and not report["ok"] and state.get("code"):
@@ -210,7 +167,6 @@ def _write_messages(state: LoopState, spec: SkillSpec, deps: Deps) -> list[dict[
                                   code=state["code"].rstrip())
     elif report and report["category"] == "no_code":
         feedback = "Your previous reply had no usable ```python block. Reply with the whole module."
-    skills = deps.library.relevant(state["goal"], deps.memory.read()["skills"])
     user = prompts.render("write_user", name=spec["name"], stub=stub(spec).rstrip(),
                           tests=spec["tests"].rstrip(), skills=describe_skills(skills), feedback=feedback)
     return [{"role": "system", "content": prompts.render("write_system")},
@@ -220,23 +176,46 @@ def _write_messages(state: LoopState, spec: SkillSpec, deps: Deps) -> list[dict[
 # ---- run_tests -------------------------------------------------------------------------------
 
 def run_tests(state: LoopState, deps: Deps) -> dict:
-    """Gates, then the module's import, doctests and tests in the sandbox (via ``Deps.execute``)."""
+    """The over-fitting guard, then gates + sandbox on the trusted tests and the property checks,
+    then (once they all pass) the held-back examples, whose details the model never sees."""
     spec = state["spec"]
     assert spec is not None
+    progress = (state["iteration"], state["max_iterations"])
     if not state.get("fresh_code"):
-        report: TestReport = {"ok": False, "passed": 0, "failed": 0, "errors": 0, "category": "no_code",
-                              "error": "the model's reply had no usable code", "level": "", "seconds": 0.0}
-        deps.emit(Event("TEST", "skipped: nothing new to test", state["iteration"], state["max_iterations"]))
-        return {"report": report}
-    report = report_from_outcome(deps.execute(spec["name"], state["code"], spec["tests"]))
+        deps.emit(Event("TEST", "skipped: nothing new to test", *progress))
+        return {"report": _verdict_without_run("no_code", "the model's reply had no usable code")}
+    special_cased = overfit(state["code"], spec)
+    if special_cased:
+        deps.emit(Event("TEST", f"over-fitting: {special_cased}", *progress))
+        return {"report": _verdict_without_run("overfit", f"the code special-cases the examples: {special_cased}")}
+    report = report_from_outcome(deps.execute(spec["name"], state["code"], test_module(spec)))
+    if report["ok"] and spec["holdout"]:
+        held = report_from_outcome(deps.execute(spec["name"], state["code"], holdout_tests(spec)))
+        if not held["ok"]:
+            report = {**report, "ok": False, "failed": held["failed"] or 1, "category": "held_back",
+                      "error": HELD_BACK_MESSAGE}
+        else:
+            report = {**report, "passed": report["passed"] + held["passed"], "seconds": report["seconds"]
+                      + held["seconds"]}
     if report["category"] == "blocked":
         message = f"blocked: {report['error']}"
     else:
         message = f"sandbox: {report['level']} · {report['passed']} passed"
         if report["failed"] or report["errors"]:
             message += f", {report['failed']} failed, {report['errors']} errors"
-    deps.emit(Event("TEST", message, state["iteration"], state["max_iterations"], seconds=report["seconds"]))
+        if report["category"] == "held_back":
+            message += " (a held-back example failed)"
+    deps.emit(Event("TEST", message, *progress, seconds=report["seconds"]))
     return {"report": report}
+
+
+HELD_BACK_MESSAGE = ("The code passes the examples it was shown but fails an example that was kept back to "
+                     "catch code fitted to the examples: implement the general rule the description states.")
+
+
+def _verdict_without_run(category: Category, error: str) -> TestReport:
+    return {"ok": False, "passed": 0, "failed": 0, "errors": 0, "category": category,
+            "error": error, "level": "", "seconds": 0.0}
 
 
 # ---- analyze ---------------------------------------------------------------------------------
@@ -288,13 +267,21 @@ def route_after_analyze(state: LoopState) -> Literal["done", "retry", "stop"]:
 # ---- save ------------------------------------------------------------------------------------
 
 def save(state: LoopState, deps: Deps) -> dict:
-    """Keep the working module and its tests in the library."""
-    spec = state["spec"]
-    assert spec is not None
-    path = deps.library.save(spec, state["code"])
-    deps.emit(Event("SAVE", str(path.relative_to(deps.library.workspace)), state["iteration"],
-                    state["max_iterations"]))
-    return {}
+    """Keep the passing module and all its checks (held-back examples included) in the library,
+    and record its status: ``working`` only with evidence no code-writing call produced."""
+    spec, report = state["spec"], state["report"]
+    assert spec is not None and report is not None
+    evidence = {**spec["evidence"], "property_cases": PROPERTY_CASES if property_ready(spec["signature"]) else 0}
+    spec = {**spec, "evidence": evidence}
+    path = deps.library.save(spec["name"], state["code"], test_module(spec, with_holdout=True))
+    deps.memory.upsert_skill(spec["name"], status=status_of(evidence), description=spec["description"],
+                             signature=spec["signature"], iterations=state["iteration"],
+                             sandbox_level=report["level"] or None, path=deps.library.module_path(spec["name"]),
+                             test_path=deps.library.test_path(spec["name"]), last_tested=now(),
+                             evidence=evidence, probes=spec["probes"])
+    deps.emit(Event("SAVE", f"{path.relative_to(deps.library.workspace)}  ({status_of(evidence)}: "
+                            f"{describe_evidence(evidence)})", state["iteration"], state["max_iterations"]))
+    return {"spec": spec}
 
 
 __all__ = ["Deps", "Event", "analyze", "plan", "route_after_analyze", "route_after_plan", "run_tests",

@@ -11,14 +11,18 @@ import json
 import re
 import textwrap
 
-from agent.state import Example, SkillSpec
+from agent.state import Evidence, Example, SkillSpec
 
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 # "reverse_words(text: str) -> str", optionally in backticks, optionally after "def ".
 SIGNATURE_RE = re.compile(r"`?(?:def\s+)?([a-z_][a-z0-9_]{0,63})\(([^()`]*(?:\([^()`]*\)[^()`]*)*)\)\s*->\s*")
 # "reverse_words('a b') == 'b a'" examples written in a directive.
-CODE_BLOCK_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S)
-JSON_BLOCK_RE = re.compile(r"\{.*\}", re.S)
+# A fenced block: an opening fence with its info string, the body, the same fence closing it
+# (or the end of the reply, for a truncated one). Parsed as lines, so fences in any order work.
+FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:^[ \t]*\1[ \t]*$|\Z)",
+                      re.S | re.M)
+CODE_LANGS = ("", "python", "py", "python3", "py3")
+TEST_DEF_RE = re.compile(r"^\s*def test", re.M)
 
 
 def parse_signature(goal: str) -> tuple[str, str] | None:
@@ -63,7 +67,7 @@ def parse_examples(goal: str, name: str) -> list[Example]:
         arrow = re.match(r"\s*(==|->|returns|gives)\s*", rest)
         if not arrow:
             continue
-        value = _leading_literal(rest[arrow.end():])
+        value = leading_literal(rest[arrow.end():])
         if value is not None:
             examples.append({"call": goal[match.start():call_end + 1], "result": value})
     return examples
@@ -78,7 +82,7 @@ def _matching_paren(text: str, open_at: int) -> int | None:
     return None
 
 
-def _leading_literal(text: str) -> str | None:
+def leading_literal(text: str) -> str | None:
     """The longest prefix of text that is a Python literal, normalised to its repr."""
     for end in range(len(text), 0, -1):
         chunk = text[:end].strip().rstrip(",;`")
@@ -101,11 +105,16 @@ def describe(goal: str, name: str) -> str:
     return sentence[0].upper() + sentence[1:] + "."
 
 
-def tests_from_examples(name: str, examples: list[Example]) -> str:
-    """A pytest module asserting every example."""
+def tests_from_examples(name: str, examples: list[Example], prefix: str = "example", start: int = 1) -> str:
+    """A pytest module asserting every example; a failure reads "call returned X, expected Y"."""
+    def text(s: str) -> str:  # literal text inside an f-string
+        return s.replace("{", "{{").replace("}", "}}")
+
     lines = [f"from {name} import {name}", ""]
-    for i, example in enumerate(examples, 1):
-        lines += [f"def test_example_{i}():", f"    assert {example['call']} == {example['result']}", ""]
+    for i, example in enumerate(examples, start):
+        message = f"{text(example['call'])} returned {{got!r}}, expected {text(example['result'])}"
+        lines += [f"def test_{prefix}_{i}():", f"    got = {example['call']}",
+                  f"    assert got == {example['result']}, f{message!r}", ""]
     return "\n".join(lines)
 
 
@@ -118,45 +127,121 @@ def stub(spec: SkillSpec) -> str:
     return f'def {spec["signature"]}:\n    """{body.lstrip()}\n    """\n'
 
 
+def fenced_blocks(reply: str) -> list[tuple[str, str]]:
+    """Every fenced block in a reply as (language, body), in order; the language is lower-case."""
+    return [(lang.lower(), body) for _, lang, body in FENCE_RE.findall(reply)]
+
+
+def json_objects(text: str) -> list[dict]:
+    """Every top-level JSON object in ``text`` (prose and fences around them are skipped)."""
+    decoder, found, i = json.JSONDecoder(), [], text.find("{")
+    while i >= 0:
+        try:
+            value, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            i = text.find("{", i + 1)
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+        i = text.find("{", end)
+    return found
+
+
 def parse_plan(reply: str, *, name_hint: str | None) -> SkillSpec | None:
-    """A chat model's JSON plan → spec, or None when it is unusable."""
-    match = JSON_BLOCK_RE.search(reply)
-    if not match:
+    """A model's plan → spec, salvaging what the reply holds, or None when no signature can be had.
+
+    The JSON may sit in a fence or in prose; tests may be a string, a list of asserts, or a
+    separate fenced Python block. A plan without tests comes back with ``tests`` empty (the caller
+    may ask for them); examples are turned into tests.
+    """
+    plans = [d for d in json_objects(reply) if "signature" in d or "name" in d]
+    if not plans:
         return None
+    data = plans[0]
+    signature = _plan_signature(data, name_hint)
+    if signature is None:
+        return None
+    name = signature[:signature.index("(")]
+    examples = _plan_examples(data.get("examples"), name)
+    tests = find_tests(data.get("tests"), reply, name)
+    if not tests and examples:
+        tests = tests_from_examples(name, examples)
+    description = (str(data.get("description") or "").strip().splitlines() or [""])[0]
+    return {"name": name, "signature": signature,
+            "description": description or name.replace("_", " ").capitalize() + ".",
+            "examples": examples, "tests": tests, "holdout": [], "probes": [],
+            "evidence": new_evidence(plan_tests=tests.count("def test") if tests else 0)}
+
+
+def _plan_signature(data: dict, name_hint: str | None) -> str | None:
+    """``name(args) -> type`` from a plan, renamed to ``name_hint``; None when it does not parse."""
+    signature = " ".join(str(data.get("signature") or "").split()).removeprefix("def ").rstrip(":").strip()
+    match = re.match(r"([A-Za-z_]\w*)\s*\(", signature)
+    planned = str(data.get("name") or (match.group(1) if match else ""))
+    name = name_hint or planned
+    if not match or not NAME_RE.match(name) or match.group(1) not in (planned, name):
+        return None
+    signature = name + signature[match.end() - 1:]
     try:
-        data = json.loads(match.group(0))
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    name = name_hint or str(data.get("name", ""))
-    signature = str(data.get("signature", "")).strip().removeprefix("def ").rstrip(":")
-    if not NAME_RE.match(name) or not signature.startswith(str(data.get("name", name)) + "("):
-        return None
-    signature = name + signature[signature.index("("):]
-    try:
-        ast.parse(f"def {signature}: pass")
+        tree = ast.parse(f"def {signature}: pass")
     except SyntaxError:
         return None
-    examples = [
-        {"call": name + str(e["call"])[str(e["call"]).index("("):], "result": str(e["result"])}
-        for e in data.get("examples") or []
-        if isinstance(e, dict) and "call" in e and "result" in e and "(" in str(e["call"])
-    ]
-    tests = str(data.get("tests") or "")
-    if not _parses(tests) or "def test" not in tests:
-        tests = tests_from_examples(name, examples) if examples else ""
-    if not tests:
+    return signature if isinstance(tree.body[0], ast.FunctionDef) else None
+
+
+def _plan_examples(raw: object, name: str) -> list[Example]:
+    """Examples as {"call", "result"} dicts, or as "f(x) == y" strings; others are dropped."""
+    examples: list[Example] = []
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, dict) and "call" in item and "result" in item:
+            call, result = str(item["call"]).strip(), _as_literal(item["result"])
+            if "(" in call and result is not None and _parses(call):
+                examples.append({"call": name + call[call.index("("):], "result": result})
+        elif isinstance(item, str) and (called := re.match(r"\s*([A-Za-z_]\w*)\(", item)):
+            examples += [{"call": name + e["call"][e["call"].index("("):], "result": e["result"]}
+                         for e in parse_examples(item, called.group(1))]
+    return examples
+
+
+def _as_literal(value: object) -> str | None:
+    """A result as the repr of a literal: strings are read as Python source first."""
+    if isinstance(value, str):
+        return leading_literal(value)
+    try:
+        return repr(ast.literal_eval(repr(value)))
+    except (ValueError, SyntaxError):
         return None
-    description = str(data.get("description") or name.replace("_", " ")).strip().splitlines()[0]
-    return {"name": name, "signature": signature, "description": description,
-            "examples": examples, "tests": tests}
+
+
+def find_tests(raw: object, reply: str, name: str) -> str:
+    """Pytest source for ``name``: a plan's "tests" field (a string or a list of asserts), else a
+    fenced Python block of the reply with tests, else the reply itself; "" when there is none."""
+    if isinstance(raw, list):
+        raw = "\n".join(str(t) for t in raw)
+    candidates = [str(raw or "")] + [body for lang, body in fenced_blocks(reply) if lang in CODE_LANGS]
+    candidates.append(reply)
+    for tests in candidates:
+        if not TEST_DEF_RE.search(tests) and re.search(r"^\s*assert ", tests, re.M):
+            body = "\n".join(line.strip() for line in tests.splitlines() if line.strip())
+            tests = "def test_plan():\n" + textwrap.indent(body, "    ")
+        if TEST_DEF_RE.search(tests) and _parses(tests):
+            header = f"from {name} import {name}\n\n" if f"import {name}" not in tests else ""
+            return header + tests.strip() + "\n"
+    return ""
+
+
+def new_evidence(**counts: int) -> Evidence:
+    """Evidence counts for a spec (all zero unless given)."""
+    evidence: Evidence = {"user_examples": 0, "plan_tests": 0, "confirmed": 0, "held_back": 0,
+                          "property_cases": 0}
+    evidence.update(counts)  # type: ignore[typeddict-item]
+    return evidence
 
 
 def extract_code(reply: str) -> str | None:
-    """The module in a chat reply: the largest fenced block with a ``def`` (kept even when it does
+    """The module in a reply: the largest Python fenced block with a ``def`` (kept even when it does
     not parse, so the sandbox reports the syntax error), or the whole reply if it parses."""
-    blocks = [b.strip() for b in CODE_BLOCK_RE.findall(reply)]
+    blocks = [body.strip() for lang, body in fenced_blocks(reply) if lang in CODE_LANGS]
     fenced = sorted((b for b in blocks if "def " in b), key=len, reverse=True)
     if fenced:
         return fenced[0] + "\n"
@@ -164,8 +249,12 @@ def extract_code(reply: str) -> str | None:
     return whole + "\n" if "def " in whole and _parses(whole) else None
 
 
-def complete_module(spec: SkillSpec, body: str) -> str | None:
-    """A completion model's continuation (the body after the stub) → the whole module, or None."""
+def complete_module(spec: SkillSpec, body: str, *, imports: str = "") -> str | None:
+    """A completion model's continuation (the body after the stub) → the whole module, or None.
+
+    Of ``imports`` (one ``from x import x  # ...`` line per reusable skill), the lines whose name
+    the body uses are kept at the top of the module.
+    """
     lines = body.rstrip().splitlines()
     # Keep the indented body; stop at the first line back at column 0 (the model moved on).
     kept: list[str] = []
@@ -176,7 +265,9 @@ def complete_module(spec: SkillSpec, body: str) -> str | None:
     body_text = "\n".join(kept).rstrip()
     if not body_text.strip():
         return None
-    module = stub(spec) + body_text + "\n"
+    used = [line.split("  #")[0] for line in imports.splitlines()
+            if re.search(rf"\b{re.escape(line.split()[1])}\b", body_text)]
+    module = "".join(f"{line}\n" for line in used) + ("\n\n" if used else "") + stub(spec) + body_text + "\n"
     return module if _parses(module) else None
 
 

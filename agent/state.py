@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal, TypedDict
 
 Category = Literal["syntax_error", "import_error", "failed_assertion", "timeout", "crash",
-                   "no_code", "blocked", "model_error"]
+                   "no_code", "blocked", "model_error", "overfit", "held_back"]
 Reason = Literal["passed", "iteration_cap", "no_progress", "blocked", "no_plan"]
 
 
@@ -14,12 +14,25 @@ class Example(TypedDict):
     result: str  # the repr of its value, e.g. "'b a'"
 
 
+class Evidence(TypedDict):
+    """Where a skill's expected values came from. None of them came from the code-writing call."""
+
+    user_examples: int  # examples the user wrote (directive or :examples), shown to the model
+    plan_tests: int  # test functions a chat model wrote in the plan, before any code existed
+    confirmed: int  # results the user confirmed or corrected when asked
+    held_back: int  # user examples never shown to the model, checked once the rest pass
+    property_cases: int  # model-independent hypothesis cases from the signature that passed
+
+
 class SkillSpec(TypedDict):
     name: str  # snake_case, validated by safety.paths.validate_skill_name
     signature: str  # "name(arg: type, ...) -> type", no "def", no colon
     description: str  # one sentence, the first docstring line
-    examples: list[Example]  # become doctests in the docstring
-    tests: str  # a pytest module's source; imports the skill with "from <name> import <name>"
+    examples: list[Example]  # trusted examples: doctests in the docstring, shown to the model
+    tests: str  # pytest source with trusted expected values ("" when there are none)
+    holdout: list[Example]  # trusted examples kept out of every prompt, checked once the rest pass
+    probes: list[str]  # calls whose results nobody vouched for (a small model's own): asked of the user
+    evidence: Evidence  # counts of the trusted checks above
 
 
 class TestReport(TypedDict):
@@ -48,3 +61,4 @@ class LoopState(TypedDict, total=False):
     failed_code: list[str]  # digests of every version that failed (write resamples on a repeat)
     previous_failure: str  # fingerprint (category, error, code) of the previous failure
     reason: Reason | None  # why the loop ended; None while it runs
+    tokens: int  # model tokens (in + out) spent on this directive so far

@@ -56,7 +56,8 @@ def test_excerpt_drops_noise_paths_and_durations():
 
 
 @pytest.mark.parametrize("error, line", [
-    ("003 >>> f(2)\nExpected:\n    4\nGot:\n    3\n", "expected 4, got 3"),
+    ("003 >>> f(2)\nExpected:\n    4\nGot:\n    3\n", "got 3, expected 4"),
+    ("Failed example:\n    f(2)\nExpected:\n    4\nGot:\n    3\n", "f(2) returned 3, expected 4"),
     ("def test_a():\nE       assert 3 == 4\nE        +  where 3 = f(2)", "assert 3 == 4"),
     ("f.py:2: in f\nE   TypeError: bad operand", "TypeError: bad operand"),
     ("", ""),

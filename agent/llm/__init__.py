@@ -47,7 +47,7 @@ def choose_backend(ollama_host: str | None = None, *, default_tag: str = DEFAULT
 
 
 def load_model(spec: str = "auto", *, ollama_host: str | None = None,
-               on_notice: Notice | None = None) -> Model:
+               on_notice: Notice | None = None, timeout: float | None = None) -> Model:
     """Load the model ``spec`` names. Raises ConfigError for a bad spec, ModelUnavailable for a
     backend the user must fix (server down, model not pulled, bad GGUF, bad key)."""
     spec = (spec or "auto").strip()
@@ -58,7 +58,7 @@ def load_model(spec: str = "auto", *, ollama_host: str | None = None,
     kind, _, arg = spec.partition(":")
     if kind == "ollama" and arg:
         from agent.llm.ollama import OllamaModel
-        return OllamaModel(arg, host=ollama_host)
+        return OllamaModel(arg, host=ollama_host, read_timeout=timeout)
     if kind == "embedded" and not arg:
         from agent.llm.embedded import embedded_model
         return embedded_model()
@@ -67,5 +67,5 @@ def load_model(spec: str = "auto", *, ollama_host: str | None = None,
         return LlamaCppModel(Path(arg).expanduser())
     if kind == "openai" and arg:
         from agent.llm.openai_compat import OpenAICompatModel
-        return OpenAICompatModel(arg)
+        return OpenAICompatModel(arg, read_timeout=timeout)
     raise ConfigError(f"Unknown model {spec!r}; use one of: {SPEC_FORMS}.")

@@ -24,6 +24,9 @@ class Request:
     stop: tuple[str, ...] = ()  # stop sequences (not included in the returned text)
     temperature: float = 0.2
     max_tokens: int = 1024
+    # The reply must be JSON matching this JSON Schema. Backends enforce it where they can
+    # (Ollama ``format``, OpenAI ``response_format``, a llama.cpp grammar); callers still parse.
+    schema: dict | None = field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from agent.errors import ModelUnavailable
-from agent.llm.base import Completion, Request, TokenCallback
+from agent.llm.base import Completion, Model, Request, TokenCallback
 
 
 def estimate_tokens(text: str) -> int:
@@ -85,3 +85,27 @@ class Meter:
             model=self.model,
             extra=dict(extra),
         )
+
+
+class Deadline:
+    """A model whose every call ends within ``seconds``, however slowly its tokens trickle in.
+
+    Checked as each piece arrives (a server that stalls completely is cut off by the backend's own
+    read timeout, which ``load_model`` sets to the same figure).
+    """
+
+    def __init__(self, model: Model, seconds: float) -> None:
+        self.model, self.seconds = model, seconds
+        self.name, self.chat = model.name, model.chat
+
+    def generate(self, request: Request, on_token: TokenCallback | None = None) -> Completion:
+        started = time.monotonic()
+
+        def watch(piece: str) -> None:
+            if time.monotonic() - started > self.seconds:
+                raise unavailable(f"{self.name} gave no complete reply within {self.seconds:g} s "
+                                  "(raise --model-timeout / AGENT_MODEL_TIMEOUT, or use a faster model)")
+            if on_token is not None:
+                on_token(piece)
+
+        return self.model.generate(request, on_token=watch)

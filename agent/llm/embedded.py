@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import functools
 import ctypes
 import hashlib
 import json
@@ -253,6 +254,18 @@ def _close_all() -> None:
         _loaded.clear()
 
 
+@functools.lru_cache(maxsize=8)
+def _grammar(schema_json: str) -> Any:
+    import llama_cpp
+
+    return llama_cpp.LlamaGrammar.from_json_schema(schema_json, verbose=False)
+
+
+def grammar_for(schema: dict) -> Any:
+    """A llama.cpp grammar that only admits JSON matching ``schema`` (built once per schema)."""
+    return _grammar(json.dumps(schema))  # key order matters: the grammar follows it
+
+
 # --- the model -------------------------------------------------------------------------------
 
 class LlamaCppModel:
@@ -284,6 +297,8 @@ class LlamaCppModel:
         common = {"max_tokens": self._budget(tokens_in, request.max_tokens),
                   "temperature": request.temperature, "stop": list(request.stop) or None,
                   "stream": True}
+        if request.schema is not None:
+            common["grammar"] = grammar_for(request.schema)
         if self.chat:
             for chunk in self.llm.create_chat_completion(messages=as_messages(request), **common):
                 yield chunk["choices"][0]["delta"].get("content") or ""

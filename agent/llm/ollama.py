@@ -83,11 +83,13 @@ class OllamaModel:
 
     chat = True
 
-    def __init__(self, tag: str, *, host: str | None = None, client: Any = None) -> None:
+    def __init__(self, tag: str, *, host: str | None = None, client: Any = None,
+                 read_timeout: float | None = None) -> None:
         self.tag = tag
         self.host = ollama_host(host)
         self.name = f"ollama:{tag}"
-        self._client = client if client is not None else make_client(self.host)
+        timeout = httpx.Timeout(read_timeout or READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        self._client = client if client is not None else make_client(self.host, timeout)
 
     def _options(self, request: Request) -> dict[str, Any]:
         options: dict[str, Any] = {"num_ctx": num_ctx_for(request),
@@ -99,12 +101,12 @@ class OllamaModel:
 
     def _stream(self, request: Request) -> Iterator[Any]:
         """Chat endpoint for messages, generate endpoint for a raw prompt."""
-        options = self._options(request)
+        extra: dict[str, Any] = {"options": self._options(request), "stream": True}
+        if request.schema is not None:
+            extra["format"] = request.schema  # structured outputs: the server constrains decoding
         if request.messages is not None:
-            return self._client.chat(model=self.tag, messages=request.messages, stream=True,
-                                     options=options)
-        return self._client.generate(model=self.tag, prompt=request.prompt, stream=True,
-                                     options=options)
+            return self._client.chat(model=self.tag, messages=request.messages, **extra)
+        return self._client.generate(model=self.tag, prompt=request.prompt, **extra)
 
     def generate(self, request: Request, on_token: TokenCallback | None = None) -> Completion:
         """Stream one reply; tokens in/out come from the server's final ``done`` chunk."""
@@ -117,6 +119,12 @@ class OllamaModel:
                 last = chunk
         except _TRANSPORT_ERRORS as err:
             raise as_unavailable(err, self.host, self.tag) from err
+        except (ValueError, TypeError, KeyError, AttributeError) as err:  # bad JSON lines, wrong shapes
+            raise unavailable(f"Ollama at {self.host} sent a malformed reply for {self.tag} "
+                              f"({type(err).__name__}); check the server and its version.") from err
+        if last is None or not getattr(last, "done", False):
+            raise unavailable(f"Ollama at {self.host} ended the reply for {self.tag} before it was done "
+                              "(no final chunk); check the server.")
         return meter.finish(
             request,
             tokens_in=getattr(last, "prompt_eval_count", None),

@@ -52,15 +52,16 @@ class OpenAICompatModel:
     chat = True
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 client: Any = None) -> None:
+                 client: Any = None, read_timeout: float | None = None) -> None:
         self.model = model
         self.name = f"openai:{model}"
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
         self._usage_in_stream = True
+        self._json_schema = True  # response_format json_schema, until the server refuses it
         self._client = client if client is not None else openai.OpenAI(
             base_url=self.base_url,
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_KEY,
-            timeout=TIMEOUT,
+            timeout=openai.Timeout(read_timeout, connect=3.0) if read_timeout else TIMEOUT,
             max_retries=0,
         )
 
@@ -71,6 +72,19 @@ class OpenAICompatModel:
         }
         if request.stop:
             kwargs["stop"] = list(request.stop)
+        if request.schema is not None and self._json_schema:
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "plan", "schema": request.schema}}
+        try:
+            return self._create(kwargs)
+        except openai.BadRequestError:
+            if "response_format" not in kwargs:
+                raise
+            self._json_schema = False  # the server cannot do structured outputs: prompt and parse
+            del kwargs["response_format"]
+            return self._create(kwargs)
+
+    def _create(self, kwargs: dict[str, Any]) -> Any:
         if self._usage_in_stream:
             try:
                 return self._client.chat.completions.create(
@@ -92,6 +106,9 @@ class OpenAICompatModel:
                 usage = chunk.usage or usage
         except openai.OpenAIError as err:
             raise as_unavailable(err, self.base_url, self.model) from err
+        except (ValueError, TypeError, KeyError, AttributeError) as err:  # malformed chunks
+            raise unavailable(f"The server at {self.base_url} sent a malformed reply for {self.model} "
+                              f"({type(err).__name__}); check the server.") from err
         return meter.finish(
             request,
             tokens_in=usage.prompt_tokens if usage else None,
