@@ -12,12 +12,14 @@ and tests (written before any code); never a completion model's invented results
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Callable
 from functools import cache
 from importlib import resources
 
 from agent import prompts
+from agent.checks import parameters
 from agent.library import describe_skills
 from agent.llm.base import Completion, Request
 from agent.spec import (describe, find_tests, json_objects, new_evidence, parse_examples, parse_plan,
@@ -134,7 +136,9 @@ def plan_completion(goal: str, name: str | None, generate: Generate) -> SkillSpe
     if planned is None:
         return None
     spec = with_user_examples(_bare_spec(planned["name"], planned["signature"], planned["description"]), goal)
-    spec["probes"] = _calls_of(data.get("examples"), planned["name"], planned["signature"])
+    if not spec["examples"]:
+        spec["probes"] = (_calls_of(data.get("examples"), planned["name"], planned["signature"])
+                          or _probe_calls(generate, spec))
     return spec
 
 
@@ -151,15 +155,29 @@ def _probe_calls(generate: Generate, spec: SkillSpec) -> list[str]:
                      "plan").text
     calls = [f"{spec['name']}(" + reply.split("\n", 1)[0]]
     calls += [line.strip()[4:] for line in reply.splitlines()[1:] if line.strip().startswith(">>> ")]
-    return _calls_of([{"call": c} for c in calls], spec["name"], spec["signature"])
+    return _calls_of([{"call": c} for c in calls], spec["name"], spec["signature"]) or typical_calls(spec)
+
+
+# Plain inputs for an annotation, when the model suggests none that fit the signature.
+TYPICAL = {"str": ["'hello world'", "''"], "int": ["7", "0"], "float": ["2.5", "0.0"], "bool": ["True", "False"],
+           "bytes": ["b'hi'", "b''"], "list": ["[3, 1, 2]", "[]"], "dict": ["{'a': 1}", "{}"]}
+
+
+def typical_calls(spec: SkillSpec) -> list[str]:
+    """Two calls with plain arguments of the annotated types ([] when a type is not a plain one)."""
+    node = ast.parse(f"def {spec['signature']}: pass").body[0]
+    assert isinstance(node, ast.FunctionDef)
+    kinds = []
+    for arg in node.args.args:
+        base = arg.annotation.value if isinstance(arg.annotation, ast.Subscript) else arg.annotation
+        if not isinstance(base, ast.Name) or base.id not in TYPICAL:
+            return []
+        kinds.append(base.id)
+    return [f"{spec['name']}({', '.join(TYPICAL[k][i] for k in kinds)})" for i in range(2)] if kinds else []
 
 
 def _calls_of(raw: object, name: str, signature: str) -> list[str]:
     """Well-formed calls of ``name`` with literal arguments, matching the signature's arity."""
-    import ast
-
-    from agent.checks import parameters
-
     wanted, calls = len(parameters(signature)), []
     for item in raw if isinstance(raw, list) else []:
         call = str(item.get("call", "") if isinstance(item, dict) else item).strip()
@@ -186,11 +204,12 @@ def confirmed_spec(spec: SkillSpec, confirmed: list[Example], corrected: list[Ex
         return spec
     tests = tests_from_examples(spec["name"], answered, prefix="confirmed") if answered else ""
     for i, seen in enumerate(rejected or [], 1):
+        message = f"{seen.call} returned {seen.result}, which the user says is wrong"
         tests += (f"\ndef test_rejected_{i}():\n    got = {seen.call}\n"
-                  f"    assert repr(got) != {seen.result!r}, {f'{seen.call} returned {seen.result}, which the user says is wrong'!r}\n")
-    if spec["tests"]:
-        tests = spec["tests"].rstrip() + "\n\n\n" + tests.split("\n", 2)[2] if answered else spec["tests"] + tests
-    elif not answered:
+                  f"    assert repr(got) != {seen.result!r}, {message!r}\n")
+    if not answered:
         tests = f"from {spec['name']} import {spec['name']}\n" + tests
+    if spec["tests"]:
+        tests = spec["tests"].rstrip() + "\n\n\n" + tests
     return {**spec, "examples": spec["examples"] + answered, "tests": tests, "probes": [],
             "evidence": {**spec["evidence"], "confirmed": spec["evidence"]["confirmed"] + len(answered)}}

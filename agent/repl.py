@@ -18,10 +18,13 @@ from prompt_toolkit.history import FileHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 
+from agent.analysis import headline
 from agent.core import AutonomousAgent, DirectiveResult
 from agent.errors import AgentError
 from agent.nodes import Event
+from agent.checks import Observed, describe_evidence
 from safety.approvals import ApprovalRequest, Decision
+from safety.paths import InvalidSkillName
 
 PROMPT = "Agent> "
 
@@ -70,6 +73,21 @@ class Terminal:
         return {"o": Decision.ONCE, "once": Decision.ONCE, "a": Decision.ALWAYS,
                 "always": Decision.ALWAYS}.get(answer, Decision.DENY)
 
+    def confirm_examples(self, skill: str, observed: list[Observed]) -> list[bool | str | None]:
+        """The user as the oracle: for each call, is the result right? y / n / the correct value."""
+        self.warn(f"{skill} passed its automatic checks, but nothing says what it should return. "
+                  "Are these right?")
+        answers: list[bool | str | None] = []
+        for seen in observed:
+            self.say(f"  {seen.call}  →  {seen.result}")
+            try:
+                answer = self.prompt("  [y]es / [n]o / type the correct value / Enter to skip: ").strip()
+            except (EOFError, KeyboardInterrupt):
+                answers.append(None)
+                break
+            answers.append({"y": True, "yes": True, "n": False, "no": False, "": None}.get(answer.lower(), answer))
+        return answers
+
 
 class CommandCompleter(Completer):
     """Completes command names, then skill names where a command takes one."""
@@ -85,7 +103,7 @@ class CommandCompleter(Completer):
                 .get_completions(document, complete_event)
             return
         command = words[0].lstrip(":")
-        wanted = {"show": 1, "test": 1, "memory": 1, "approvals": 1}.get(command)
+        wanted = {"show": 1, "test": 1, "memory": 1, "approvals": 1, "examples": 1}.get(command)
         if wanted is None or len(words) - (0 if text.endswith(" ") else 1) != wanted:
             return
         prefix = "" if text.endswith(" ") else words[-1]
@@ -137,8 +155,8 @@ class Repl:
             method(argument.strip())
         except AgentError as err:
             self.term.error(str(err))
-        except ValueError as err:  # invalid skill names and the like
-            self.term.error(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        except InvalidSkillName as err:
+            self.term.error(str(err).splitlines()[0] if str(err) else "invalid skill name")
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -148,16 +166,18 @@ class Repl:
             self.term.error("a directive needs a goal, e.g. :directive Create a JSON validator skill")
             return
         try:
-            result = self.agent.run(goal)
+            result = self.agent.run(goal, confirm=self.term.confirm_examples)
         except KeyboardInterrupt:
             self.term.warn("Interrupted: the directive is recorded as interrupted and stays pending.")
             return
         self.show_result(result)
 
     def show_result(self, result: DirectiveResult) -> None:
-        if result.ok:
-            self.term.say(f"  ✅ {result.message} ({result.iterations}/{result.max_iterations} iterations, "
-                          f"{result.seconds:.1f} s)", "ansigreen")
+        took = f"({result.iterations}/{result.max_iterations} iterations, {result.seconds:.1f} s)"
+        if result.status == "working":
+            self.term.say(f"  ✅ {result.message} {took}", "ansigreen")
+        elif result.status == "untested":
+            self.term.say(f"  ⚠ {result.message} {took}", "ansiyellow")
         elif result.status == "pending":
             self.term.error(result.message)
             self.term.warn("The directive stays pending (:memory lists it).")
@@ -170,10 +190,11 @@ class Repl:
         if not skills:
             self.term.say("No skills yet. Try :directive Create a skill `add(a: int, b: int) -> int`")
             return
-        rows = [("name", "status", "description", "last tested")] + [
-            (s["name"], s["status"], s.get("description", "")[:50], (s.get("last_tested") or "never")[:19])
+        rows = [("name", "status", "evidence", "description", "last tested")] + [
+            (s["name"], s["status"], describe_evidence(s["evidence"]) if s.get("evidence") else "-",
+             s.get("description", "")[:50], (s.get("last_tested") or "never")[:19])
             for s in sorted(skills, key=lambda s: s["name"])]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
         for i, row in enumerate(rows):
             self.term.say("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(),
                           "bold" if i == 0 else "")
@@ -184,6 +205,9 @@ class Repl:
         if source is None:
             self.term.error(f"no saved skill named {name!r} (see :skills)")
             return
+        skill = self.agent.memory.get_skill(name) or {}
+        evidence = describe_evidence(skill["evidence"]) if skill.get("evidence") else "not recorded"
+        self.term.say(f"# {name}: {skill.get('status', '?')} · {evidence}", "bold")
         self.term.say(f"# skills/{name}.py", "bold")
         self.term.say(source.rstrip())
         self.term.say(f"# {self.agent.library.test_path(name)}", "bold")
@@ -195,9 +219,25 @@ class Repl:
             self.term.error("usage: :test <skill>")
             return
         report = self.agent.retest(name)
-        verdict = "working" if report["ok"] else f"failed ({report['category']})"
+        status = (self.agent.memory.get_skill(name) or {}).get("status", "?")
+        verdict = status if report["ok"] else f"failed ({report['category']})"
         self.term.say(f"  {name}: {verdict} · sandbox: {report['level'] or '-'} · {report['passed']} passed, "
                       f"{report['failed']} failed, {report['errors']} errors")
+
+    def cmd_examples(self, argument: str) -> None:
+        """:examples <skill> <call> == <value>  add examples to a skill (they become tests) and retest it"""
+        name, _, text = argument.partition(" ")
+        if not name or not text.strip():
+            self.term.error("usage: :examples <skill> <call> == <value>, e.g. :examples slugify "
+                            "slugify('A b') == 'a-b'")
+            return
+        report = self.agent.add_examples(name, text)
+        skill = self.agent.memory.get_skill(name) or {}
+        evidence = describe_evidence(skill["evidence"]) if skill.get("evidence") else ""
+        if report["ok"]:
+            self.term.say(f"  {name}: {skill.get('status')} · {evidence}", "ansigreen")
+        else:
+            self.term.say(f"  {name}: failed · {headline(report['error'])}", "ansired")
 
     def cmd_memory(self, argument: str) -> None:
         """:memory [raw]  summary of memory (skills by status, recent failures, pending directives)"""

@@ -28,6 +28,8 @@ SKILLS_DIR = {skills!r}
 if SKILLS_DIR and SKILLS_DIR not in sys.path:
     sys.path.append(SKILLS_DIR)
 '''
+# Plugins installed beside pytest that a skill's run never needs; langsmith's alone costs ~1 s a run.
+NO_PLUGINS = ("-p", "no:langsmith_plugin", "-p", "no:anyio", "-p", "no:typeguard")
 COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)")
 SUMMARY = re.compile(r"^=*\s*(?:\d+ \w+|no tests ran).* in [\d.]+s", re.M)
 
@@ -118,7 +120,7 @@ def _run_in_exec_dir(name: str, module_source: str, test_source: str, workspace:
         safe_write_text(workspace, f"{rel}/conftest.py", CONFTEST.format(skills=skills))
         readonly = [Path(skills)] if skills else []
         result = sandbox.run_python(
-            ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--doctest-modules",
+            ["-m", "pytest", "-q", "-p", "no:cacheprovider", *NO_PLUGINS, "--doctest-modules",
              "--rootdir", str(exec_dir), f"{name}.py", f"test_{name}.py"],
             cwd=exec_dir, timeout=timeout, grants=granted, readonly=readonly,
             writable=[exec_dir])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,14 @@ class ErrorReply:
 
     status: int
     message: str
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """A scripted raw stream: these lines as they are (malformed ones included), ``delay`` s apart."""
+
+    lines: tuple[bytes, ...]
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -174,6 +183,12 @@ class FakeOllama(FakeServer):
         reply = self.next_reply()
         if isinstance(reply, ErrorReply):
             return send_json(h, reply.status, {"error": reply.message})
+        if isinstance(reply, RawReply):
+            def raw() -> Iterator[bytes]:
+                for line in reply.lines:
+                    time.sleep(reply.delay)
+                    yield line
+            return send_stream(h, "application/x-ndjson", raw())
         chat = req.path == "/api/chat"
         asked = json.dumps(req.body.get("messages") if chat else req.body.get("prompt"))
         parts = pieces(reply)
@@ -203,10 +218,12 @@ class FakeOpenAI(FakeServer):
     """``GET /v1/models`` and ``POST /v1/chat/completions``; 401 unless the bearer key matches."""
 
     def __init__(self, models: list[str] | None = None, replies: list[str | ErrorReply] | None = None,
-                 *, key: str | None = None, usage_in_stream: bool = True) -> None:
+                 *, key: str | None = None, usage_in_stream: bool = True,
+                 structured_outputs: bool = True) -> None:
         self.models = list(models or [])
         self.key = key
         self.usage_in_stream = usage_in_stream  # False: 400 on stream_options, like old servers
+        self.structured_outputs = structured_outputs  # False: 400 on response_format
         super().__init__(replies)
 
     @property
@@ -234,6 +251,8 @@ class FakeOpenAI(FakeServer):
             return self._error(h, 404, f"The model `{model}` does not exist", "model_not_found")
         if "stream_options" in req.body and not self.usage_in_stream:
             return self._error(h, 400, "Unrecognized request argument: stream_options", "bad")
+        if "response_format" in req.body and not self.structured_outputs:
+            return self._error(h, 400, "response_format json_schema is not supported", "bad")
         reply = self.next_reply()
         if isinstance(reply, ErrorReply):
             return self._error(h, reply.status, reply.message, "scripted")
