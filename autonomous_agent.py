@@ -14,7 +14,7 @@ As a library::
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output

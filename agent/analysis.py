@@ -57,7 +57,7 @@ def headline(error: str) -> str:
     for line in lines:
         text = line[1:].strip() if line.startswith("E ") else line
         if re.match(r"(assert\b|\w+(Error|Exception)\b|timed out)", text):
-            return text[:160]
+            return re.sub(r"^AssertionError: (?=.+ (returned|raised) )", "", text)[:160]
     return (lines[0] if lines else "")[:160]
 
 

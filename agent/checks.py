@@ -93,7 +93,7 @@ def _documented_names():
                 names.add(exc.id)
             elif isinstance(exc, _ast.Attribute):
                 names.add(exc.attr)
-    names.update(_re.findall(r"\b([A-Z]\w*(?:Error|Exception))\b", _skill.__doc__ or ""))
+    names.update(_re.findall(r"\\b([A-Z]\\w*(?:Error|Exception))\\b", _skill.__doc__ or ""))
     return names
 
 

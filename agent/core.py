@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable
 
 import safety
 from agent import checks, planner
@@ -225,7 +225,7 @@ class AutonomousAgent:
         observed = self.observe(spec["name"], final["code"], spec["probes"])
         answers = list(confirm(spec["name"], observed)) + [None] * len(observed)
         confirmed, corrected, rejected = [], [], []
-        for seen, answer in zip(observed, answers):
+        for seen, answer in zip(observed, answers, strict=False):
             if answer is True and not seen.raised:
                 confirmed.append({"call": seen.call, "result": seen.result})
             elif isinstance(answer, str) and (value := spec_literal(answer)) is not None:

@@ -63,7 +63,7 @@ class SkillLibrary:
                   for s in working]
         scores = BM25Okapi(corpus).get_scores(_tokens(goal))
         query = set(_tokens(goal))
-        ranked = sorted(zip(scores, range(len(working))), key=lambda p: -p[0])
+        ranked = sorted(zip(scores, range(len(working)), strict=True), key=lambda p: -p[0])
         return [working[i] for _, i in ranked if query & set(corpus[i])][:n]
 
 

@@ -21,9 +21,10 @@ import re
 import tempfile
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 from jsonschema import Draft202012Validator, ValidationError
@@ -108,12 +109,12 @@ def new_skill(name: str, stamp: str) -> dict[str, Any]:
 
 
 def _iso(stamp: datetime) -> str:
-    return stamp.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now() -> str:
     """The current time as an ISO 8601 UTC string with milliseconds."""
-    return _iso(datetime.now(timezone.utc))
+    return _iso(datetime.now(UTC))
 
 
 # -- migrations -----------------------------------------------------------------------------------
@@ -121,7 +122,7 @@ def now() -> str:
 def _utc(value: Any, default: str) -> str:
     """Normalize a v1 timestamp (naive local ``isoformat()``, epoch, or missing) to UTC."""
     try:  # a naive stamp is local time (the seed wrote datetime.now().isoformat())
-        return _iso(datetime.fromtimestamp(value, timezone.utc) if isinstance(value, (int, float))
+        return _iso(datetime.fromtimestamp(value, UTC) if isinstance(value, (int, float))
                     else datetime.fromisoformat(str(value)))
     except (TypeError, ValueError, OverflowError, OSError):
         return default

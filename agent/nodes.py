@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from agent import planner, prompts
 from agent.analysis import classify, headline, report_from_outcome
-from agent.checks import (PROPERTY_CASES, describe_evidence, holdout_tests, overfit, property_ready,
-                          status_of, test_module)
+from agent.checks import (
+    PROPERTY_CASES,
+    describe_evidence,
+    holdout_tests,
+    overfit,
+    property_ready,
+    status_of,
+    test_module,
+)
 from agent.library import SkillLibrary, describe_skills, importable
 from agent.llm.base import Completion, Model, Request, TokenCallback
 from agent.memory import Memory, now

@@ -22,8 +22,17 @@ from agent import prompts
 from agent.checks import parameters
 from agent.library import describe_skills
 from agent.llm.base import Completion, Request
-from agent.spec import (describe, find_tests, json_objects, new_evidence, parse_examples, parse_plan,
-                        parse_signature, stub, tests_from_examples)
+from agent.spec import (
+    describe,
+    find_tests,
+    json_objects,
+    new_evidence,
+    parse_examples,
+    parse_plan,
+    parse_signature,
+    stub,
+    tests_from_examples,
+)
 from agent.state import Example, SkillSpec
 from safety.paths import validate_skill_name
 
@@ -32,7 +41,9 @@ MAX_PROBES = 3
 
 Generate = Callable[[Request, str], Completion]
 _TYPE = r"(str|int|float|bool|bytes|list|dict|list\[(str|int|float)\]|dict\[str, (str|int|float)\])"
-TYPED_SIGNATURE = rf"^[a-z_][a-z0-9_]{{0,39}}\([a-z_][a-z0-9_]{{0,20}}: {_TYPE}(, [a-z_][a-z0-9_]{{0,20}}: {_TYPE}){{0,2}}\) -> {_TYPE}$"
+_PARAM = rf"[a-z_][a-z0-9_]{{0,20}}: {_TYPE}"
+# Up to three parameters, each annotated with one of the simple types above.
+TYPED_SIGNATURE = rf"^[a-z_][a-z0-9_]{{0,39}}\({_PARAM}(, {_PARAM}){{0,2}}\) -> {_TYPE}$"
 
 
 @cache
@@ -80,7 +91,10 @@ def plan_chat(goal: str, name: str | None, generate: Generate, *, skills: list[d
         return None
     if not spec["tests"]:
         spec = _ask_for_tests(spec, generate)
-    return with_user_examples(spec, goal)
+    spec = with_user_examples(spec, goal)
+    if not spec["tests"]:  # nothing vouches for any result: ask the user about plain calls
+        spec["probes"] = typical_calls(spec)
+    return spec
 
 
 def _ask_for_tests(spec: SkillSpec, generate: Generate) -> SkillSpec:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.completion import Completer, Completion, WordCompleter
@@ -19,10 +19,10 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 
 from agent.analysis import headline
+from agent.checks import Observed, describe_evidence
 from agent.core import AutonomousAgent, DirectiveResult
 from agent.errors import AgentError
 from agent.nodes import Event
-from agent.checks import Observed, describe_evidence
 from safety.approvals import ApprovalRequest, Decision
 from safety.paths import InvalidSkillName
 
@@ -196,7 +196,7 @@ class Repl:
             for s in sorted(skills, key=lambda s: s["name"])]
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
         for i, row in enumerate(rows):
-            self.term.say("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(),
+            self.term.say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(),
                           "bold" if i == 0 else "")
 
     def cmd_show(self, name: str) -> None:

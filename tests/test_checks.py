@@ -105,3 +105,14 @@ def test_probes_report_values_and_exceptions_through_the_sandbox(agent):
     assert [(s.call, s.result, s.raised) for s in seen] == [
         ("half(3)", "1.5", False), ("half(-1)", "raised ValueError: negative", True),
         ("half('x')", "raised TypeError: '<' not supported between instances of 'str' and 'int'", True)]
+
+
+def test_an_exception_named_in_the_docstring_is_documented(agent):
+    spec = spec_for("lookup(key: str) -> int")
+    code = ('def lookup(key: str) -> int:\n    """The value of key.\n\n    Raises KeyError for unknown keys.\n    """\n'
+            "    return {'a': 1}[key]\n")
+    outcome = agent.execute("lookup", code, checks.test_module(spec))
+    assert outcome.run is not None and outcome.run.ok, outcome.run.output[-1500:]
+    undocumented = code.replace("Raises KeyError for unknown keys.", "Looks it up.")
+    outcome = agent.execute("lookup", undocumented, checks.test_module(spec))
+    assert not outcome.run.ok and "raised KeyError" in outcome.run.output

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from agent.errors import ModelUnavailable
 from agent.llm import load_model
 from agent.llm.base import Model, Request
+from agent.llm.common import Deadline
 from agent.llm.ollama import OllamaModel, num_ctx_for, ollama_host
-from tests.llm_servers import ErrorReply, closed_port_url, ollama_server  # noqa: F401
+from tests.llm_servers import ErrorReply, RawReply, closed_port_url, ollama_server  # noqa: F401
 
 TAG = "qwen2.5-coder:7b"
 ASK = Request(messages=[{"role": "user", "content": "Write add(a, b)."}], max_tokens=64)
@@ -96,3 +100,44 @@ def test_host_normalisation(monkeypatch):
     assert ollama_host() == "http://127.0.0.1:11434"
     monkeypatch.delenv("OLLAMA_HOST")
     assert ollama_host() == "http://127.0.0.1:11434"
+
+
+# ---- structured outputs, malformed streams, deadlines ---------------------------------------------
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+
+
+def test_a_schema_is_sent_as_ollama_format(server):
+    server.enqueue('{"name": "f"}', "plain")
+    model = OllamaModel(TAG)
+    model.generate(Request(messages=ASK.messages, schema=SCHEMA))
+    model.generate(ASK)
+    first, second = server.bodies("/api/chat")
+    assert first["format"] == SCHEMA and "format" not in second
+
+
+def _line(**fields) -> bytes:
+    return (json.dumps({"model": TAG, "created_at": "2025-01-01T00:00:00Z", **fields}) + "\n").encode()
+
+
+@pytest.mark.parametrize("lines, says", [
+    ((_line(message={"role": "assistant", "content": "hi"}, done=False), b"{not json\n"), "malformed"),
+    ((b"[1, 2, 3]\n",), "malformed"),
+    ((_line(message={"role": "assistant", "content": 7}, done=False),), "malformed"),
+    ((_line(message={"role": "assistant", "content": "half a rep"}, done=False),), "before it was done"),
+    ((), "before it was done"),
+])
+def test_malformed_or_unfinished_streams_are_one_line_errors(server, lines, says):
+    server.enqueue(RawReply(lines))
+    with pytest.raises(ModelUnavailable) as caught:
+        OllamaModel(TAG).generate(ASK)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_trickling_server_cannot_hold_a_call_past_its_deadline(server):
+    trickle = tuple(_line(message={"role": "assistant", "content": "x"}, done=False) for _ in range(30))
+    server.enqueue(RawReply(trickle, delay=0.1))
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailable, match="no complete reply within 0.5 s"):
+        Deadline(OllamaModel(TAG), 0.5).generate(ASK)
+    assert time.monotonic() - started < 2.5

@@ -81,3 +81,26 @@ def test_scripted_server_error_is_one_line(server):
     with pytest.raises(ModelUnavailable) as err:
         OpenAICompatModel(MODEL).generate(ASK)
     assert "overloaded" in str(err.value) and "\n" not in str(err.value)
+
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+
+
+def test_a_schema_is_sent_as_response_format(server):
+    server.enqueue('{"name": "f"}')
+    OpenAICompatModel(MODEL).generate(Request(messages=[{"role": "user", "content": "plan"}], schema=SCHEMA))
+    body = server.bodies("/v1/chat/completions")[0]
+    assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "plan", "schema": SCHEMA}}
+
+
+def test_a_server_that_refuses_structured_outputs_falls_back_to_prompt_and_parse(openai_server, monkeypatch):  # noqa: F811
+    srv = openai_server(models=["qwen"], structured_outputs=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+    srv.enqueue('{"name": "f"}', '{"name": "g"}')
+    model = OpenAICompatModel("qwen")
+    ask = Request(messages=[{"role": "user", "content": "plan"}], schema=SCHEMA)
+    assert model.generate(ask).text == '{"name": "f"}'
+    assert model.generate(ask).text == '{"name": "g"}'
+    bodies = srv.bodies("/v1/chat/completions")
+    # refused once, then asked without it: the first request is retried, the second never sends it
+    assert ["response_format" in b for b in bodies] == [True, False, False]

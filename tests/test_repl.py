@@ -174,3 +174,55 @@ def test_approval_is_asked_at_the_prompt_and_remembered(workspace, server):
     assert "network" in out and "url_host" in out and "Allow? [o]nce / [a]lways" in out
     assert "✅ url_host is working" in out
     assert "url_host: network = always" in out
+
+
+def test_off_format_replies_still_make_a_working_skill(workspace, server):
+    plan = ("Sure! Here is the plan:\n```json\n" + json.dumps({
+        "name": "add_numbers", "signature": "add_numbers(a: int, b: int) -> int",
+        "description": "Add two integers.", "examples": [{"call": "add_numbers(1, 2)", "result": "3"}]})
+        + "\n```\nand the tests:\n```python\nfrom add_numbers import add_numbers\n\ndef test_add():\n"
+        "    assert add_numbers(2, 2) == 4\n```\n")
+    code_reply = ("```json\n{\"note\": \"module follows\"}\n```\n\n" + GOOD)
+    server.enqueue(plan, code_reply)
+    code, out = session(workspace, [":directive Create a skill that adds two numbers", ":quit"], "--model", MODEL)
+    assert code == 0 and "✅ add_numbers is working" in out, out
+
+
+def test_the_repl_asks_the_user_to_confirm_results(workspace, server):
+    plan = json.dumps({"name": "double", "signature": "double(n: int) -> int", "description": "Double n.",
+                       "examples": []})
+    good = "```python\ndef double(n: int) -> int:\n    return n * 2\n```"
+    server.enqueue(plan, "I cannot write tests.", good)
+    code, out = session(workspace, [":directive Make a doubler", "y", "0", ":skills", ":quit"], "--model", MODEL)
+    assert code == 0, out
+    assert "Are these right?" in out and "double(7)  →  14" in out and "double(0)  →  0" in out
+    assert "✅ double is working (2 confirmed examples" in out
+    tests = (workspace / "skills" / "tests" / "test_double.py").read_text()
+    assert "got = double(7)\n    assert got == 14" in tests and "got = double(0)\n    assert got == 0" in tests
+
+
+def test_examples_command_adds_evidence_or_marks_failed(workspace, server):
+    plan = json.dumps({"name": "double", "signature": "double(n: int) -> int", "description": "Double n.",
+                       "examples": []})
+    good = "```python\ndef double(n: int) -> int:\n    return n * 2\n```"
+    server.enqueue(plan, "no tests", good)
+    code, out = session(workspace, [":directive Make a doubler", "", "", ":examples double double(5) == 10",
+                                    ":examples double double(2) == 5", ":examples double nothing here",
+                                    ":quit"], "--model", MODEL)
+    assert code == 0, out
+    assert "⚠ double is untested" in out
+    assert "double: working · 1 user example" in out
+    assert "double: failed · double(2) returned 4, expected 5" in out
+    assert "no example found" in out
+    assert json.loads((workspace / "memory.json").read_text())["skills"][0]["status"] == "failed"
+
+
+def test_a_malformed_server_reply_leaves_the_directive_pending_without_a_traceback(workspace, server):
+    from tests.llm_servers import RawReply
+
+    server.enqueue(RawReply((b'{"model": "x", "done": false, "message": {"role": "assistant", "content": "{"}}\n',
+                             b"}}}garbage\n")))
+    code, out = session(workspace, [":directive Create a skill that adds two numbers", ":quit"], "--model", MODEL)
+    assert code == 0 and "Traceback" not in out
+    assert "malformed reply" in out
+    assert json.loads((workspace / "memory.json").read_text())["directives"][0]["status"] == "pending"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
-import functools
 import ctypes
+import functools
 import hashlib
 import json
 import logging
