@@ -308,8 +308,9 @@ class AutonomousAgent:
             raise AgentError(f"no saved skill named {name!r} (see :skills)")
         report = report_from_outcome(self.execute(name, source, tests))
         evidence = skill.get("evidence")
-        passing = checks.status_of(evidence) if evidence else ("working" if skill["status"] == "failed"
-                                                                else skill["status"])
+        # a skill from before evidence was recorded keeps its status; a failed one earns no more
+        passing = checks.status_of(evidence) if evidence else (
+            skill["status"] if skill["status"] in ("working", "untested") else "untested")
         self.memory.upsert_skill(name, status=passing if report["ok"] else "failed", last_tested=now(),
                                  sandbox_level=report["level"] or None)
         return report

@@ -100,8 +100,11 @@ def describe(goal: str, name: str) -> str:
     text = SIGNATURE_RE.sub("", re.sub(r"`[^`]*`", "", goal), count=1)
     text = re.split(rf"\b(?:e\.g\.|for example|such that|{re.escape(name)}\()", text)[0]
     match = re.search(r"\b(?:that|which|to)\s+(.+)", text)
-    sentence = (match.group(1) if match else text).strip().rstrip(".:,; ")
-    sentence = sentence or name.replace("_", " ")
+    sentence = " ".join((match.group(1) if match else text).split()).rstrip(".:,; ")
+    if not match:  # no clause saying what it does: the name says it, the rest qualifies it
+        sentence = re.sub(r"(?i)^(?:please\s+)?(?:create|add|make|write|build|implement|i want|i need)\b"
+                          r"(?:\s+(?:a|an|new|the))*(?:\s+(?:skill|function))?\b\s*", "", sentence)
+        sentence = " ".join([name.replace("_", " ").capitalize() + (":" if sentence else ""), sentence]).strip()
     return sentence[0].upper() + sentence[1:] + "."
 
 

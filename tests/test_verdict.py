@@ -8,21 +8,14 @@ import json
 
 import pytest
 
-from agent.core import AutonomousAgent
 from tests.conftest import FakeModel
+from tests.test_loop import make_agent
 
 GRAMMAR_PLAN = json.dumps({"name": "is_valid_json", "signature": "is_valid_json(text: str) -> bool",
                            "description": "Return True if text is valid JSON.",
                            "examples": [{"call": "is_valid_json('[1]')", "result": "False"}]})
 JSON_BODY = "    import json\n    try:\n        json.loads(text)\n    except ValueError:\n        return False\n" \
             "    return True\n"
-
-
-def make_agent(workspace, model, **kwargs) -> AutonomousAgent:
-    events: list = []
-    agent = AutonomousAgent(workspace=workspace, model=model, on_event=events.append, **kwargs)
-    agent.events = events  # type: ignore[attr-defined]
-    return agent
 
 
 def test_plain_language_on_a_completion_model_gives_an_untested_skill(workspace):
