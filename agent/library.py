@@ -74,9 +74,7 @@ def importable(skills: list[dict]) -> str:
 
 
 def describe_skills(skills: list[dict]) -> str:
-    """The prompt fragment listing reusable skills ("" when there are none)."""
+    """The prompt fragment listing reusable skills as importable code ("" when there are none)."""
     if not skills:
         return ""
-    lines = ["Existing skills you may import and reuse (from <name> import <name>):"]
-    lines += [f"- {s.get('signature') or s['name']}: {s.get('description', '')}" for s in skills]
-    return "\n".join(lines)
+    return f"Existing skills you may import and reuse:\n```python\n{importable(skills)}```"

@@ -133,3 +133,14 @@ def test_tokens_are_counted_in_the_graph_state(workspace):
     model = FakeModel([GRAMMAR_PLAN, JSON_BODY], chat=False)
     result = make_agent(workspace, model).run("Create a JSON validator skill")
     assert result.tokens > 0
+
+
+def test_reusable_skills_reach_a_completion_model_as_imports(workspace):
+    model = FakeModel(["    return text.upper()\n"], chat=False)
+    agent = make_agent(workspace, model)
+    assert agent.run("Create a skill `shout(text: str) -> str`, e.g. shout('a') == 'A'").status == "working"
+    model.enqueue("    return shout(text) + '!'\n")
+    result = agent.run("Create a skill `shout_bang(text: str) -> str` that shouts text, e.g. shout_bang('a') == 'A!'")
+    assert result.status == "working", result.message
+    assert "from shout import shout  # shout(text: str) -> str" in model.history[-1].prompt
+    assert (workspace / "skills" / "shout_bang.py").read_text().startswith("from shout import shout\n")
