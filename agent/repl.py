@@ -268,7 +268,8 @@ class Repl:
         self.term.say(f"  sandbox:   {sandbox.describe().removeprefix('sandbox: ')}"
                       + (f"  ⚠ {sandbox.warning}" if sandbox.warning else ""))
         self.term.say(f"  workspace: {self.agent.workspace}")
-        self.term.say(f"  limits:    {settings.max_iter} iterations, {settings.timeout:g} s per test run")
+        self.term.say(f"  limits:    {settings.max_iter} iterations, {settings.timeout:g} s per test run, "
+                      f"{settings.model_timeout:g} s per model call")
 
     def model_label(self) -> str:
         try:

@@ -37,6 +37,7 @@ def test_agent_toml_in_the_current_directory_is_read(tmp_path, monkeypatch):
 @pytest.mark.parametrize("flags, env, message", [
     ({"max_iter": "0"}, {}, "invalid max_iter '0' from --max-iter"),
     ({"timeout": "soon"}, {}, "invalid timeout 'soon' from --timeout"),
+    ({}, {"AGENT_MODEL_TIMEOUT": "-1"}, "invalid model_timeout '-1' from $AGENT_MODEL_TIMEOUT"),
     ({}, {"AGENT_MAX_ITER": "many"}, "invalid max_iter 'many' from $AGENT_MAX_ITER"),
     ({"sandbox": "docker"}, {}, "invalid sandbox 'docker' from --sandbox"),
 ])
