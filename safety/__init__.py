@@ -12,8 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safety.approvals import ApprovalRequest, Approvals, Decision, GrantStore, JsonGrantStore
-from safety.paths import (InvalidSkillName, resolve_inside, safe_read_text, safe_rmtree,
-                          safe_write_text, validate_skill_name)
+from safety.paths import (
+    InvalidSkillName,
+    resolve_inside,
+    safe_read_text,
+    safe_rmtree,
+    safe_write_text,
+    validate_skill_name,
+)
 from safety.policy import Finding, Tier, Verdict, check_code
 from safety.sandbox import RunResult, Sandbox, SandboxUnavailable, available_levels
 
@@ -73,7 +79,7 @@ def parse_pytest(result: RunResult) -> TestRun:
     if result.returncode not in (0, 1) and counts["errors"] == 0:
         counts["errors"] = 1  # crash, timeout, collection failure, no tests, killed
     if result.timed_out:
-        output += f"\n[sandbox] timed out: the whole process tree was killed"
+        output += "\n[sandbox] timed out: the whole process tree was killed"
     if result.truncated:
         output += "\n[sandbox] output truncated"
     return TestRun(result.level, counts["passed"], counts["failed"], counts["errors"],

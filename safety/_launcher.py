@@ -103,7 +103,7 @@ def main(argv):
         apply_landlock(cfg["landlock"])
     if cfg.get("seccomp"):
         apply_seccomp(cfg["seccomp"])
-    os.execv(cfg["python"], [cfg["python"], *args])
+    os.execv(cfg["python"], [cfg["python"], *args])  # noqa: S606 - the launcher execs the interpreter by path
 
 
 if __name__ == "__main__":

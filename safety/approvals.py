@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from filelock import FileLock
 
@@ -15,7 +16,7 @@ NEED_TEXT = {"network": "network access", "shell": "running a shell command / su
              "files_outside": "files outside the workspace", "install": "installing a package"}
 
 
-class Decision(str, enum.Enum):
+class Decision(str, enum.Enum):  # noqa: UP042 - str() and the stored values stay as they are
     ONCE = "once"
     ALWAYS = "always"
     DENY = "deny"

@@ -23,9 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from agent.errors import AgentError, UnsafePath
 from safety import confine
@@ -109,7 +109,7 @@ class Sandbox:
         cgroup = PidsCgroup.create(self.limits.processes) if os.geteuid() == 0 else None
         started = time.monotonic()
         try:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,  # noqa: S603
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     start_new_session=True, close_fds=True,
                                     preexec_fn=cgroup.join if cgroup else None)
@@ -141,7 +141,7 @@ class Sandbox:
             cfg["seccomp"] = confine.seccomp_program(
                 network=network, deny_all_sockets=self.level == "landlock",
                 confine_group=self.level == "landlock")
-        tmp = "/tmp" if self.level == "bwrap" else str(cwd / ".tmp")
+        tmp = "/tmp" if self.level == "bwrap" else str(cwd / ".tmp")  # noqa: S108 - inside the namespace
         if self.level != "bwrap":
             os.makedirs(tmp, exist_ok=True)
         if self.level == "landlock":
@@ -169,7 +169,7 @@ def _bwrap_args(cwd: Path, rw: list[Path], ro: list[Path], network: bool,
     if network:
         args.append("--share-net")
     # The tmpfs first: binds below /tmp (a checkout or venv there) must land on top of it.
-    args += ["--size", str(limits.tmpfs_size), "--tmpfs", "/tmp"]
+    args += ["--size", str(limits.tmpfs_size), "--tmpfs", "/tmp"]  # noqa: S108 - a tmpfs of its own
     for path in confine.python_read_paths() + ([*confine.NETWORK_ETC] if network else []):
         if os.path.islink(path) and os.path.dirname(path) == "/":
             args += ["--symlink", os.readlink(path), path]

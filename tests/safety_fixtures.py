@@ -32,7 +32,7 @@ class _Listener:
                 else:
                     self.sock.recvfrom(4096)
                 self.hits += 1
-            except (TimeoutError, socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
 
     def stop(self) -> None:

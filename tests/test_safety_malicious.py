@@ -17,15 +17,14 @@ from __future__ import annotations
 import os
 import secrets
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Callable
 
 import pytest
 
-from safety import (Approvals, Decision, JsonGrantStore, Sandbox, Tier, available_levels,
-                    check_code, run_generated)
+from safety import Approvals, Decision, JsonGrantStore, Sandbox, Tier, available_levels, check_code, run_generated
 from safety.cgroup import available as cgroup_available
 from tests.safety_fixtures import Canaries, make_canaries, survivors
 

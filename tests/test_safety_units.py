@@ -12,10 +12,23 @@ from pathlib import Path
 import pytest
 
 from agent.errors import UnsafePath
-from safety import (ApprovalRequest, Approvals, Decision, InvalidSkillName, JsonGrantStore,
-                    Sandbox, SandboxUnavailable, Tier, available_levels, check_code,
-                    resolve_inside, run_generated, safe_read_text, safe_write_text,
-                    validate_skill_name)
+from safety import (
+    ApprovalRequest,
+    Approvals,
+    Decision,
+    InvalidSkillName,
+    JsonGrantStore,
+    Sandbox,
+    SandboxUnavailable,
+    Tier,
+    available_levels,
+    check_code,
+    resolve_inside,
+    run_generated,
+    safe_read_text,
+    safe_write_text,
+    validate_skill_name,
+)
 from safety.paths import harvest
 
 LEVELS = available_levels()
