@@ -58,6 +58,7 @@ def test_a_goal_in_plain_words_gets_a_named_skill_an_honest_status_and_a_questio
     assert "no usable plan" not in out
     memory = json.loads((workspace / "memory.json").read_text())
     check(memory)
+    assert memory["skills"], out
     skill = memory["skills"][0]
     assert "json" in skill["name"] and skill["signature"].startswith(skill["name"] + "(")
     directive = memory["directives"][0]
