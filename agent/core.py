@@ -223,6 +223,8 @@ class AutonomousAgent:
         if checks.status_of(spec["evidence"]) == "working" or not spec["probes"]:
             return final
         observed = self.observe(spec["name"], final["code"], spec["probes"])
+        if not observed:
+            return final
         answers = list(confirm(spec["name"], observed)) + [None] * len(observed)
         confirmed, corrected, rejected = [], [], []
         for seen, answer in zip(observed, answers, strict=False):
@@ -243,16 +245,15 @@ class AutonomousAgent:
                  f"{rejected[0].call} returned {rejected[0].result}, which the user says is wrong")
         report: TestReport = {"ok": False, "passed": 0, "failed": 1, "errors": 0, "category": "failed_assertion",
                               "error": error, "level": "", "seconds": 0.0}
-        self.on_event and self.on_event(Event("ANALYZE", f"user: {error} → retry"))
+        run.emit(Event("ANALYZE", f"user: {error} → retry"))
         return run.loop({**final, "spec": spec, "report": report, "reason": None, "fresh_code": True,
                          "max_iterations": final["iteration"] + self.settings.max_iter})
 
     def observe(self, name: str, code: str, calls: list[str]) -> list[Observed]:
-        """Run ``calls`` against ``code`` in the sandbox (through the gates) and read their results."""
+        """Run ``calls`` against ``code`` in the sandbox (through the gates and approvals) and read
+        their results; none when the calls could not run (a gate or a denied approval)."""
         outcome = self.execute(name, code, checks.probe_tests(name, calls))
-        if outcome.run is None:
-            raise AgentError(f"could not run the example calls: {outcome.reason}")
-        return checks.read_probes(outcome.run.output, calls)
+        return [] if outcome.run is None else checks.read_probes(outcome.run.output, calls)
 
     def _finish(self, final: LoopState, run: _Run) -> DirectiveResult:
         """The directive's result from the loop's final state (the save node recorded a passing skill)."""
