@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output.plain_text import PlainTextOutput
 
 from autonomous_agent import main
-from tests.llm_servers import ollama_server  # noqa: F401  (fixture)
+from tests.llm_servers import RawReply, ollama_server  # noqa: F401  (fixture)
 from tests.test_loop import GOOD, PLAN, WRONG
 
 MODEL = "ollama:qwen2.5-coder:7b"
@@ -218,11 +219,21 @@ def test_examples_command_adds_evidence_or_marks_failed(workspace, server):
 
 
 def test_a_malformed_server_reply_leaves_the_directive_pending_without_a_traceback(workspace, server):
-    from tests.llm_servers import RawReply
-
     server.enqueue(RawReply((b'{"model": "x", "done": false, "message": {"role": "assistant", "content": "{"}}\n',
                              b"}}}garbage\n")))
     code, out = session(workspace, [":directive Create a skill that adds two numbers", ":quit"], "--model", MODEL)
     assert code == 0 and "Traceback" not in out
     assert "malformed reply" in out
+    assert json.loads((workspace / "memory.json").read_text())["directives"][0]["status"] == "pending"
+
+
+def test_a_hung_server_is_cut_off_at_the_model_deadline(workspace, server):
+    server.enqueue(RawReply((b'{"model": "x", "done": false, "message": {"role": "assistant", "content": "{"}}\n',),
+                            delay=4.0))
+    started = time.monotonic()
+    code, out = session(workspace, [":directive Create a skill that adds two numbers", ":quit"], "--model", MODEL,
+                        "--model-timeout", "1")
+    assert code == 0 and "Traceback" not in out
+    assert time.monotonic() - started < 4.0
+    assert "did not answer in time" in out
     assert json.loads((workspace / "memory.json").read_text())["directives"][0]["status"] == "pending"
