@@ -9,8 +9,8 @@ from safety import SafetyOutcome
 
 MAX_ERROR_CHARS = 1500
 # Lines of pytest's output worth showing the model: assertion diffs, exceptions, doctest diffs.
-USEFUL_LINE = re.compile(r"^(E\s|>\s|Expected:|Got:|Failed example:|\s{4}\S|\w+Error\b|\w+Exception\b|FAILED|ERROR|"
-                         r"[\w/.]+\.py:\d+:|File \")")
+USEFUL_LINE = re.compile(r"^(E\s|>\s|\d+\s+>>> |Expected:|Got:|Failed example:|\s{4}\S|\w+Error\b|"
+                         r"\w+Exception\b|FAILED|ERROR|[\w/.]+\.py:\d+:|File \")")
 
 
 def classify(report: TestReport, *, timed_out: bool = False) -> Category:
@@ -51,8 +51,9 @@ def headline(error: str) -> str:
     lines = [line.strip() for line in error.splitlines() if line.strip()]
     doctest = re.search(r"Expected:\s*\n\s*(.+?)\s*\nGot:\s*\n\s*(.+)", error)
     if doctest:
-        call = re.search(r"Failed example:\s*\n\s*(.+)", error)
-        said = f"{call.group(1).strip()} returned" if call else "got"
+        # the failing example is the last one shown before "Expected:"
+        calls = re.findall(r"(?:Failed example:\s*\n\s*|^\d+\s+>>> )(.+)$", error[:doctest.start()], re.M)
+        said = f"{calls[-1].strip()} returned" if calls else "got"
         return f"{said} {doctest.group(2).strip()}, expected {doctest.group(1).strip()}"[:160]
     for line in lines:
         text = line[1:].strip() if line.startswith("E ") else line

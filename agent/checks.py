@@ -21,10 +21,11 @@ from agent.state import Evidence, Example, SkillSpec
 
 PROPERTY_CASES = 50  # hypothesis examples per run (each must be fast: the sandbox times out at 15 s)
 PROPERTY_TEST_NAME = "test_properties_from_signature"
+AUTOMATIC_MARK = "# ---- automatic checks from the signature"
 
 PROPERTY_TESTS = Template('''
 
-# ---- automatic checks from the signature (written by the agent, not by a model) ----
+$mark (written by the agent, not by a model) ----
 import ast as _ast
 import copy as _copy
 import inspect as _inspect
@@ -192,7 +193,7 @@ def describe_evidence(evidence: Evidence, *, planned: bool = False) -> str:
 
 def property_tests(spec: SkillSpec) -> str:
     """The automatic checks for ``spec``'s signature, as pytest source to append to its tests."""
-    return PROPERTY_TESTS.substitute(name=spec["name"], params=repr(parameters(spec["signature"])),
+    return PROPERTY_TESTS.substitute(mark=AUTOMATIC_MARK, name=spec["name"], params=repr(parameters(spec["signature"])),
                                      cases=PROPERTY_CASES, test_name=PROPERTY_TEST_NAME)
 
 

@@ -19,7 +19,7 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 
 from agent.analysis import headline
-from agent.checks import Observed, describe_evidence
+from agent.checks import AUTOMATIC_MARK, Observed, describe_evidence
 from agent.core import AutonomousAgent, DirectiveResult
 from agent.errors import AgentError
 from agent.nodes import Event
@@ -211,7 +211,10 @@ class Repl:
         self.term.say(f"# skills/{name}.py", "bold")
         self.term.say(source.rstrip())
         self.term.say(f"# {self.agent.library.test_path(name)}", "bold")
-        self.term.say((self.agent.library.tests(name) or "").rstrip())
+        tests, _, automatic = (self.agent.library.tests(name) or "").partition(AUTOMATIC_MARK)
+        self.term.say(tests.rstrip())
+        if automatic:
+            self.term.say("# + the automatic checks from the signature (property cases, types, repeats)", "bold")
 
     def cmd_test(self, name: str) -> None:
         """:test <skill>  re-run a saved skill's doctests and tests in the sandbox"""

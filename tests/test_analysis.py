@@ -56,7 +56,9 @@ def test_excerpt_drops_noise_paths_and_durations():
 
 
 @pytest.mark.parametrize("error, line", [
-    ("003 >>> f(2)\nExpected:\n    4\nGot:\n    3\n", "got 3, expected 4"),
+    ("003 >>> f(2)\nExpected:\n    4\nGot:\n    3\n", "f(2) returned 3, expected 4"),
+    ("Expected:\n    4\nGot:\n    3\n", "got 3, expected 4"),
+    ("003     >>> f(1)\n004     1\n005     >>> f(2)\nExpected:\n    4\nGot:\n    3\n", "f(2) returned 3, expected 4"),
     ("Failed example:\n    f(2)\nExpected:\n    4\nGot:\n    3\n", "f(2) returned 3, expected 4"),
     ("def test_a():\nE       assert 3 == 4\nE        +  where 3 = f(2)", "assert 3 == 4"),
     ("f.py:2: in f\nE   TypeError: bad operand", "TypeError: bad operand"),
