@@ -26,6 +26,7 @@ from agent.spec import (
     describe,
     find_tests,
     json_objects,
+    module_name,
     new_evidence,
     parse_examples,
     parse_plan,
@@ -62,9 +63,9 @@ def plan_schema(*, with_tests: bool = True) -> dict:
 def requested_name(goal: str, skill_name: str | None) -> str | None:
     """The name the caller or the directive fixed, if any."""
     if skill_name:
-        return validate_skill_name(skill_name)
+        return module_name(validate_skill_name(skill_name))
     explicit = parse_signature(goal)
-    return explicit[0] if explicit else None
+    return module_name(explicit[0]) if explicit else None
 
 
 # ---- chat models ---------------------------------------------------------------------------------
@@ -131,10 +132,11 @@ def plan_completion(goal: str, name: str | None, generate: Generate) -> SkillSpe
     """
     explicit = parse_signature(goal)
     if explicit is not None:
-        signature = (name or explicit[0]) + explicit[1][explicit[1].index("("):]
-        spec = _bare_spec(name or explicit[0], signature, describe(goal, explicit[0]))
+        name = module_name(name or explicit[0])
+        signature = name + explicit[1][explicit[1].index("("):]
+        spec = _bare_spec(name, signature, describe(goal, explicit[0]))
         given = parse_examples(goal, explicit[0])
-        if name and name != explicit[0]:  # the caller renamed it: so are the examples
+        if name != explicit[0]:  # renamed (by the caller, or off a module name): so are the examples
             goal = goal.replace(f"{explicit[0]}(", f"{name}(")
         spec = with_user_examples(spec, goal)
         if not given:

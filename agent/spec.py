@@ -7,8 +7,11 @@ the loop), never an exception.
 from __future__ import annotations
 
 import ast
+import builtins
 import json
+import keyword
 import re
+import sys
 import textwrap
 
 from agent.state import Evidence, Example, SkillSpec
@@ -23,6 +26,16 @@ FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:^[ 
                       re.S | re.M)
 CODE_LANGS = ("", "python", "py", "python3", "py3")
 TEST_DEF_RE = re.compile(r"^\s*def test", re.M)
+
+
+# Module names a skill must not take: its file would shadow them (``base64.py`` breaks ``import base64``).
+SHADOWED = frozenset(sys.stdlib_module_names) | frozenset(dir(builtins)) | {
+    "test", "tests", "conftest", "pytest", "hypothesis", "typeguard", "skills"}
+
+
+def module_name(name: str) -> str:
+    """``name``, or ``name_skill`` where a module of that name would shadow one Python needs."""
+    return f"{name}_skill" if name in SHADOWED or keyword.iskeyword(name) else name
 
 
 def parse_signature(goal: str) -> tuple[str, str] | None:
@@ -164,9 +177,13 @@ def parse_plan(reply: str, *, name_hint: str | None) -> SkillSpec | None:
     signature = _plan_signature(data, name_hint)
     if signature is None:
         return None
-    name = signature[:signature.index("(")]
+    planned = signature[:signature.index("(")]
+    name = module_name(planned)
+    signature = name + signature[len(planned):]
     examples = _plan_examples(data.get("examples"), name)
-    tests = find_tests(data.get("tests"), reply, name)
+    tests = find_tests(data.get("tests"), reply, planned)
+    if name != planned:  # the tests call it by the planned name
+        tests = tests.replace(f"from {planned} import {planned}\n", f"from {name} import {name} as {planned}\n")
     if not tests and examples:
         tests = tests_from_examples(name, examples)
     description = (str(data.get("description") or "").strip().splitlines() or [""])[0]

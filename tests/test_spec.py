@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agent import spec as S
@@ -125,3 +127,16 @@ def test_code_after_a_json_fence_is_found():
     assert S.extract_code(reply) == "def f(a: int) -> int:\n    return a\n"
     tilde = "~~~python\ndef g():\n    return {'x': '```'}\n~~~\n"
     assert S.extract_code(tilde) == "def g():\n    return {'x': '```'}\n"
+
+
+def test_a_skill_never_takes_a_module_name_python_needs():
+    reply = json.dumps({"name": "base64", "signature": "base64(text: str) -> str", "description": "Encode.",
+                        "examples": [{"call": "base64('hi')", "result": "'aGk='"}],
+                        "tests": "from base64 import base64\n\ndef test_hi():\n    assert base64('hi') == 'aGk='\n"})
+    spec = S.parse_plan(reply, name_hint=None)
+    assert spec is not None and spec["name"] == "base64_skill"
+    assert spec["signature"] == "base64_skill(text: str) -> str"
+    assert spec["examples"] == [{"call": "base64_skill('hi')", "result": "'aGk='"}]
+    assert "from base64_skill import base64_skill as base64\n" in spec["tests"]
+    assert [S.module_name(n) for n in ("json", "print", "class", "slugify")] == [
+        "json_skill", "print_skill", "class_skill", "slugify"]

@@ -144,3 +144,15 @@ def test_reusable_skills_reach_a_completion_model_as_imports(workspace):
     assert result.status == "working", result.message
     assert "from shout import shout  # shout(text: str) -> str" in model.history[-1].prompt
     assert (workspace / "skills" / "shout_bang.py").read_text().startswith("from shout import shout\n")
+
+
+def test_a_planned_module_name_that_shadows_the_standard_library_is_renamed(workspace):
+    plan = json.dumps({"name": "base64", "signature": "base64(text: str) -> str",
+                       "description": "Encode text as base64.", "examples": []})
+    body = "    import base64\n    return base64.b64encode(text.encode()).decode()\n"
+    model = FakeModel([plan, "'hi')\n    'aGk='\n", body], chat=False)  # plan, example calls, body
+    agent = make_agent(workspace, model)
+    result = agent.run("Build a base64 encoder")
+    assert (result.status, result.skill) == ("untested", "base64_skill"), result.message
+    assert agent.memory.get_skill("base64_skill")["probes"] == ["base64_skill('hi')"]
+    assert (workspace / "skills" / "base64_skill.py").is_file()
