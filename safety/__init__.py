@@ -6,6 +6,7 @@ See safety/README.md for what each layer stops and what it does not.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from dataclasses import dataclass
@@ -109,8 +110,11 @@ def run_generated(*, name: str, module_source: str, test_source: str, workspace:
         if denied:
             asked = ", ".join(str(ApprovalRequest(name, n)) for n in sorted(denied))
             return SafetyOutcome(verdict, True, f"not approved: {asked}", granted, None)
-    run = _run_in_exec_dir(name, module_source, test_source, Path(workspace), sandbox,
-                           timeout, skills_dir, granted)
+    try:
+        run = _run_in_exec_dir(name, module_source, test_source, Path(workspace), sandbox,
+                               timeout, skills_dir, granted)
+    except SandboxUnavailable as err:
+        return SafetyOutcome(verdict, True, str(err), granted, None)
     return SafetyOutcome(verdict, False, None, granted, run)
 
 
@@ -119,17 +123,21 @@ def _run_in_exec_dir(name: str, module_source: str, test_source: str, workspace:
                      granted: frozenset[str]) -> TestRun:
     rel = f"exec/{name}-{secrets.token_hex(4)}"
     exec_dir = resolve_inside(workspace, rel)
+    note = None
     try:
         safe_write_text(workspace, f"{rel}/{name}.py", module_source)
         safe_write_text(workspace, f"{rel}/test_{name}.py", test_source)
         skills = str(Path(skills_dir).resolve()) if skills_dir else ""
         safe_write_text(workspace, f"{rel}/conftest.py", CONFTEST.format(skills=skills))
+        exec_dir.chmod(0o700)
         readonly = [Path(skills)] if skills else []
         result = sandbox.run_python(
             ["-m", "pytest", "-q", "-p", "no:cacheprovider", *NO_PLUGINS, "--doctest-modules",
              "--rootdir", str(exec_dir), f"{name}.py", f"test_{name}.py"],
-            cwd=exec_dir, timeout=timeout, grants=granted, readonly=readonly,
-            writable=[exec_dir])
-        return parse_pytest(result)
+            cwd=exec_dir, timeout=timeout, grants=granted, readonly=readonly)
     finally:
-        safe_rmtree(exec_dir)
+        note = safe_rmtree(exec_dir)
+    run = parse_pytest(result)
+    if note:
+        run = dataclasses.replace(run, output=f"{run.output}\n[sandbox] {note}")
+    return run

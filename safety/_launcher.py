@@ -1,19 +1,35 @@
-"""Confine this process, then exec Python. Runs as ``python -I -S _launcher.py CONFIG -- ARGS``.
+"""Confine this process, then exec the sandbox. Runs as ``python -I -S _launcher.py CONFIG -- ARGS``.
 
-Standard library only (it runs inside the sandbox, with no site-packages): the parent builds
-the seccomp program (with pyseccomp) and the Landlock path lists, and passes them as JSON.
-Order: rlimits, drop capabilities (when root outside a user namespace), Landlock, seccomp,
-then execv. Any failure to confine is fatal: exit 126, never run unconfined.
+Standard library only: the parent builds the seccomp program (with pyseccomp), the mount plan
+and the Landlock path lists, and passes them as JSON. Any failure to confine is fatal: exit
+126, never run unconfined. The order, each step only when the config asks for it:
+
+1. join the run's cgroups (memory, pids, cpu), while still allowed to write them;
+2. (root) a private mount namespace: directories the sandbox uid cannot enter are covered by
+   a small tmpfs with only what it needs bound back (the interpreter under /root, say), and
+   the run directory becomes a size- and inode-limited tmpfs holding copies of its files,
+   so nothing the code writes ever reaches the host disk;
+3. (root, no bwrap) a pid namespace: this process waits while its child, pid 1 there, runs
+   the code with a fresh /proc; when pid 1 dies, the kernel kills everything it started;
+4. rlimits; then (root) drop to the unprivileged sandbox uid/gid, no supplementary groups,
+   no capabilities, no_new_privs;
+5. either exec bubblewrap (its arguments from a pipe, so /proc shows no argv; the seccomp
+   program from another), or apply Landlock and seccomp here and exec the interpreter.
 """
 
 import ctypes
 import json
 import os
 import resource
+import signal
+import stat
 import sys
 
-PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_SET_SECCOMP = 38, 24, 47, 22
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_SET_SECCOMP = 1, 38, 24, 47, 22
 SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF, SYS_CAPSET = 444, 445, 446, 126
+CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -23,22 +39,178 @@ def fail(what):
     os._exit(126)
 
 
+def check(result, what):
+    if result != 0:
+        fail(what)
+
+
+def mount(source, target, fstype, flags, data=None):
+    enc = (lambda s: None if s is None else s.encode())  # noqa: E731 - tiny local helper
+    check(LIBC.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+          f"mount {target}")
+
+
+def join_cgroups(paths):
+    for procs in paths:
+        fd = os.open(procs, os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+
+# -- 2. private mounts (root only) ------------------------------------------------------------
+
+def searchable(st, uid, gid):
+    mode = st.st_mode
+    if st.st_uid == uid:
+        return bool(mode & 0o100)
+    if st.st_gid == gid:
+        return bool(mode & 0o010)
+    return bool(mode & 0o001)
+
+
+def blocked_ancestor(path, uid, gid):
+    """The first directory above ``path`` that the sandbox uid may not enter, or None."""
+    parts = path.strip("/").split("/")
+    for i in range(len(parts)):
+        prefix = "/" + "/".join(parts[:i])
+        if not searchable(os.stat(prefix), uid, gid):
+            return prefix
+    return None
+
+
+def expose(needs, hide, uid, gid):
+    """Cover each directory the sandbox uid cannot enter (and each in ``hide``) with a tmpfs,
+    then bind back what the sandbox needs from under it."""
+    tops = {path: [] for path in hide if os.path.isdir(path)}
+    for path, writable in needs:
+        if not os.path.lexists(path):
+            continue
+        top = next((h for h in hide if path.startswith(h + "/")), None)
+        top = top or blocked_ancestor(path, uid, gid)
+        if top is not None:
+            tops.setdefault(top, []).append((path, writable))
+    masks = {}
+    for top in sorted(tops, key=len):   # a blocked directory inside another is covered by it
+        outer = next((m for m in masks if top.startswith(m + "/")), top)
+        masks.setdefault(outer, []).extend(tops[top])
+    for top, inside in masks.items():
+        fds = [(os.open(p, os.O_PATH | os.O_CLOEXEC), p, w) for p, w in sorted(set(inside), key=len)]
+        options = hide.get(top, "mode=0755,size=1m,nr_inodes=4096")
+        mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, options)
+        for fd, path, writable in fds:
+            is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+            os.makedirs(path if is_dir else os.path.dirname(path), 0o755, exist_ok=True)
+            if not is_dir and not os.path.exists(path):
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (0 if writable else MS_RDONLY)
+            mount(None, path, None, flags)
+            os.close(fd)
+
+
+def scratch(path, size, inodes, uid, gid, limit=8 << 20):
+    """Make ``path`` a private tmpfs owned by the sandbox uid, holding copies of its files."""
+    files, total = {}, 0
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    for entry in os.scandir(dfd):
+        if entry.is_file(follow_symlinks=False) and total < limit:
+            fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+            with os.fdopen(fd, "rb") as fh:
+                files[entry.name] = fh.read(limit - total)
+            total += len(files[entry.name])
+    os.close(dfd)
+    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
+          f"mode=0700,uid={uid},gid={gid},size={size},nr_inodes={inodes}")
+    for name, data in files.items():
+        fd = os.open(os.path.join(path, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+
+
+def private_mounts(plan, drop):
+    check(LIBC.unshare(CLONE_NEWNS), "unshare(mount namespace)")
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    uid, gid = drop
+    expose([(p, bool(w)) for p, w in plan["needs"]], plan.get("hide", {}), uid, gid)
+    if plan.get("scratch"):
+        s = plan["scratch"]
+        scratch(s["path"], s["size"], s["inodes"], uid, gid)
+        os.chdir(s["path"])   # the old cwd is the host directory under the new tmpfs
+
+
+# -- 3. pid namespace (root, no bwrap) --------------------------------------------------------
+
+def pid_namespace():
+    """Return in the child (pid 1 of a new pid namespace, fresh /proc); the parent relays its exit."""
+    check(LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+    check(LIBC.unshare(CLONE_NEWPID), "unshare(pid namespace)")
+    pid = os.fork()
+    if pid == 0:
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        return
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(code if code >= 0 else 128 - code)
+
+
+# -- 4. limits and identity -------------------------------------------------------------------
+
 def set_rlimits(limits):
     for name, value in limits.items():
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
+def drop_to(uid, gid):
+    """Become the unprivileged sandbox user: no groups, no capabilities, no way back."""
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.geteuid() != uid or os.getegid() != gid:
+        fail("dropping to the sandbox uid")
+    LIBC.prctl(PR_CAP_AMBIENT, 4, 0, 0, 0)
+    check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    check(LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")  # a uid change clears it
+
+
 def drop_capabilities():
     """Empty the bounding, ambient, effective, permitted and inheritable sets."""
     LIBC.prctl(PR_CAP_AMBIENT, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
-    last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    with open("/proc/sys/kernel/cap_last_cap") as fh:
+        last = int(fh.read())
     for cap in range(last + 1):
-        if LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            fail("dropping the capability bounding set")
+        check(LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "dropping the capability bounding set")
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)
     data = (ctypes.c_uint32 * 6)()
-    if LIBC.syscall(SYS_CAPSET, header, data) != 0:
-        fail("capset")
+    check(LIBC.syscall(SYS_CAPSET, header, data), "capset")
+
+
+# -- 5. bubblewrap, or Landlock + seccomp here ------------------------------------------------
+
+def pipe_with(data):
+    """A read end holding ``data`` (inheritable), for bwrap's --args / --seccomp."""
+    r, w = os.pipe()
+    if len(data) > 65536:
+        fail("a config for bwrap that fits a pipe")
+    os.write(w, data)
+    os.close(w)
+    os.set_inheritable(r, True)
+    return r
+
+
+def exec_bwrap(bwrap, args, seccomp_hex):
+    extra = []
+    if seccomp_hex:
+        extra = ["--seccomp", str(pipe_with(bytes.fromhex(seccomp_hex)))]
+    options = bwrap["args"] + extra + ["--chdir", bwrap["chdir"]]
+    fd = pipe_with(b"".join(a.encode() + b"\0" for a in options))
+    os.execv(bwrap["path"], ["bwrap", "--args", str(fd), "--", *args])  # noqa: S606 - bwrap by its resolved path
 
 
 class RulesetAttr(ctypes.Structure):
@@ -65,13 +237,10 @@ def apply_landlock(cfg):
                 continue  # a path this machine lacks needs no rule
             mask = access if os.path.isdir(path) else access & cfg["file_access"]
             rule = PathBeneath(mask, pfd)
-            if LIBC.syscall(SYS_ADD_RULE, fd, 1, ctypes.byref(rule), 0) != 0:
-                fail(f"landlock_add_rule {path}")
+            check(LIBC.syscall(SYS_ADD_RULE, fd, 1, ctypes.byref(rule), 0), f"landlock_add_rule {path}")
             os.close(pfd)
-    if LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        fail("no_new_privs")
-    if LIBC.syscall(SYS_RESTRICT_SELF, fd, 0) != 0:
-        fail("landlock_restrict_self")
+    check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    check(LIBC.syscall(SYS_RESTRICT_SELF, fd, 0), "landlock_restrict_self")
     os.close(fd)
 
 
@@ -83,22 +252,29 @@ def apply_seccomp(bpf_hex):
     program = bytes.fromhex(bpf_hex)
     buf = ctypes.create_string_buffer(program, len(program))
     prog = SockFprog(len(program) // 8, ctypes.addressof(buf))
-    if LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        fail("no_new_privs")
-    if LIBC.prctl(PR_SET_SECCOMP, 2, ctypes.byref(prog), 0, 0) != 0:
-        fail("seccomp")
+    check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    check(LIBC.prctl(PR_SET_SECCOMP, 2, ctypes.byref(prog), 0, 0), "seccomp")
 
 
 def main(argv):
     cfg = json.loads(argv[1])
     args = argv[argv.index("--") + 1:]
     try:
+        join_cgroups(cfg.get("cgroups", []))
+        if cfg.get("mounts"):
+            private_mounts(cfg["mounts"], cfg["drop"])
+        if cfg.get("pidns"):
+            pid_namespace()
         set_rlimits(cfg["rlimits"])
+        if cfg.get("drop"):
+            drop_to(*cfg["drop"])
+        elif cfg.get("drop_caps") and os.geteuid() == 0:
+            drop_capabilities()
     except (OSError, ValueError) as err:
-        sys.stderr.write(f"sandbox launcher: rlimits failed ({err})\n")
+        sys.stderr.write(f"sandbox launcher: {err}\n")
         os._exit(126)
-    if cfg.get("drop_caps") and os.geteuid() == 0:
-        drop_capabilities()
+    if cfg.get("bwrap"):
+        exec_bwrap(cfg["bwrap"], [cfg["python"], *args], cfg.get("seccomp"))
     if cfg.get("landlock"):
         apply_landlock(cfg["landlock"])
     if cfg.get("seccomp"):

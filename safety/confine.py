@@ -16,49 +16,67 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Syscalls no generated code needs: debugging other processes, namespaces, mounts, kernel
-# keyrings and modules, BPF, perf. Each returns EPERM (code sees an error, not a crash).
+# keyrings and modules, BPF, perf, extended attributes (file capabilities), device nodes.
+# Each returns EPERM (code sees an error, not a crash). Reviewed against what Codex CLI's
+# Linux sandbox, Anthropic's sandbox-runtime and Nix's build sandbox deny.
 DENIED_SYSCALLS = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
+    "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp", "process_madvise",
     "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "mount_setattr",
     "fsopen", "fsmount", "fsconfig", "fspick", "move_mount", "open_tree",
     "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
     "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
     "open_by_handle_at", "name_to_handle_at", "swapon", "swapoff", "reboot", "acct",
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "syslog", "quotactl",
-    "iopl", "ioperm", "personality", "lookup_dcookie", "vhangup",
+    "iopl", "ioperm", "personality", "lookup_dcookie", "vhangup", "uselib", "nfsservctl",
+    "fanotify_init", "migrate_pages", "move_pages", "mbind", "set_mempolicy",
+    "setxattr", "lsetxattr", "fsetxattr", "setxattrat", "removexattr", "lremovexattr",
+    "fremovexattr", "removexattrat", "mknod", "mknodat",
 )
+# Syscalls that do file, socket or process work on the code's behalf, out of the filter's
+# sight (io_uring runs openat/socket/connect from a kernel worker): ENOSYS, as if absent.
+HIDDEN_SYSCALLS = ("io_uring_setup", "io_uring_enter", "io_uring_register", "openat2", "clone3")
+# Setuid/setgid bits: refused on chmod and on file creation, whatever the mount allows.
+SETID = 0o6000
+MODE_ARG = {"chmod": 1, "fchmod": 1, "fchmodat": 2, "fchmodat2": 2, "creat": 1, "open": 2,
+            "openat": 3, "mkdir": 1, "mkdirat": 2}
 CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000,
                          0x20000000, 0x40000000, 0x00000080)  # NEWNS CGROUP UTS IPC USER PID NET TIME
-INET_FAMILIES = (socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_PACKET", 17),
-                 getattr(socket, "AF_NETLINK", 16))
+IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 @functools.lru_cache(maxsize=16)
-def seccomp_program(*, network: bool, deny_all_sockets: bool, confine_group: bool) -> str:
-    """A seccomp-BPF program, hex-encoded, for the launcher to load.
+def seccomp_program(*, network: bool, deny_all_sockets: bool = True, confine_group: bool) -> str:
+    """A seccomp-BPF program, hex-encoded, for the launcher (or bwrap) to load.
 
-    network: inet sockets allowed (a granted "network" need). deny_all_sockets: also unix
-    sockets (the Landlock level has no network namespace to hide the host's). confine_group:
-    setsid/setpgid refused, so the process group we kill is the whole tree.
+    network: a granted "network" need: IPv4/IPv6 sockets only (no unix, netlink, packet...);
+    without it no socket() at all. socketpair() stays (asyncio's self-pipe needs it; the pair
+    reaches nothing). confine_group: setsid/setpgid refused, so the process group we kill is
+    the whole tree. ``deny_all_sockets`` is kept for callers; sockets are always denied now.
     """
     import pyseccomp as sc
 
     filt = sc.SyscallFilter(sc.ALLOW)
     eperm = sc.ERRNO(errno.EPERM)
-    for name in DENIED_SYSCALLS:
-        try:
-            filt.add_rule(eperm, name)
-        except (OSError, RuntimeError, ValueError):
-            continue  # syscall unknown to this libseccomp/arch
+    for action, names in ((eperm, DENIED_SYSCALLS), (sc.ERRNO(errno.ENOSYS), HIDDEN_SYSCALLS)):
+        for name in names:
+            try:
+                filt.add_rule(action, name)
+            except (OSError, RuntimeError, ValueError):
+                continue  # syscall unknown to this libseccomp/arch
+    for name, arg in MODE_ARG.items():
+        for bit in (0o4000, 0o2000):
+            try:
+                filt.add_rule(eperm, name, sc.Arg(arg, sc.MASKED_EQ, bit, bit))
+            except (OSError, RuntimeError, ValueError):
+                continue
     for flag in CLONE_NAMESPACE_FLAGS:
         filt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    filt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # flags hide in a struct: make libc use clone
-    if not network:
-        if deny_all_sockets:
-            filt.add_rule(sc.ERRNO(errno.EACCES), "socket")
-        else:
-            for family in INET_FAMILIES:
+    if network:
+        for family in range(0, 64):   # everything but IPv4/IPv6 is refused
+            if family not in IP_FAMILIES:
                 filt.add_rule(sc.ERRNO(errno.EACCES), "socket", sc.Arg(0, sc.EQ, family))
+    else:
+        filt.add_rule(sc.ERRNO(errno.EACCES), "socket")
     if confine_group:
         filt.add_rule(eperm, "setsid")
         filt.add_rule(eperm, "setpgid")
@@ -107,8 +125,11 @@ class Limits:
     address_space: int = 2 << 30     # bytes of virtual memory per process
     file_size: int = 64 << 20        # largest file it may write
     open_files: int = 256
-    processes: int = 128             # not enforced for uid 0 outside a user namespace: see cgroup
-    tmpfs_size: int = 128 << 20      # /tmp inside bubblewrap
+    processes: int = 128             # per user; for the whole tree, the run's pids cgroup
+    memory: int = 1 << 30            # the whole tree (the run's memory cgroup, where one exists)
+    tmpfs_size: int = 64 << 20       # /tmp and /dev/shm (private tmpfs)
+    scratch_size: int = 128 << 20    # the run directory, a private tmpfs: all files together
+    scratch_inodes: int = 4096       # ... and how many files and directories
 
     def rlimits(self, timeout: float, extra_processes: int = 0) -> dict[str, int]:
         return {"RLIMIT_AS": self.address_space, "RLIMIT_CPU": math.ceil(timeout) + 1,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import stat
 from pathlib import Path, PurePosixPath
 
@@ -115,13 +114,90 @@ def safe_write_text(workspace: Path, relative: str | Path, text: str) -> Path:
     return resolve_inside(workspace, relative)
 
 
-def safe_rmtree(path: Path) -> None:
-    """Remove a tree without following symlinks planted in it (fd-based rmtree)."""
-    assert shutil.rmtree.avoids_symlink_attacks  # Linux: yes; refuse to run anywhere it is not
-    if os.path.islink(path):
-        os.unlink(path)
-    elif os.path.exists(path):
-        shutil.rmtree(path, ignore_errors=True)
+def safe_rmtree(path: Path) -> str | None:
+    """Remove a tree that sandboxed code may have shaped; never raise, never follow a link.
+
+    Iterative and fd-based: subdirectories are renamed up into the top directory rather than
+    descended into, so any depth costs a constant number of fds and no recursion; entries are
+    looked at with lstat and opened with O_NOFOLLOW. Returns None when the tree is gone, else
+    one line saying where what could not be removed was quarantined (renamed into
+    ``<parent>/../quarantine/``, permissions stripped).
+    """
+    path = Path(path)
+    try:
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        _remove(parent, path.name)
+        return None
+    except OSError as err:
+        return _quarantine(path, parent, err)
+    finally:
+        os.close(parent)
+
+
+def _remove(parent: int, name: str, budget: int = 1_000_000) -> None:
+    try:
+        st = os.lstat(name, dir_fd=parent)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=parent)
+        return
+    top = _open_dir(parent, name)
+    try:
+        while budget > 0:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(top)]
+            if not entries:
+                break
+            for entry, is_dir in entries:
+                budget -= 1
+                if is_dir:
+                    _flatten(top, entry)
+                else:
+                    os.unlink(entry, dir_fd=top)
+        else:
+            raise OSError(f"more than {budget} entries")
+    finally:
+        os.close(top)
+    os.rmdir(name, dir_fd=parent)
+
+
+def _flatten(top: int, name: str) -> None:
+    """Unlink ``name``'s files, move its subdirectories up into ``top``, then remove it."""
+    fd = _open_dir(top, name)
+    try:
+        for entry in list(os.scandir(fd)):
+            if entry.is_dir(follow_symlinks=False):
+                os.rename(entry.name, f".up-{secrets.token_hex(8)}", src_dir_fd=fd, dst_dir_fd=top)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=top)
+
+
+def _open_dir(parent: int, name: str) -> int:
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        return os.open(name, flags, dir_fd=parent)
+    except PermissionError:   # a directory the code made unreadable (it is ours: lstat said so)
+        os.chmod(name, 0o700, dir_fd=parent)
+        return os.open(name, flags, dir_fd=parent)
+
+
+def _quarantine(path: Path, parent: int, err: OSError) -> str:
+    """Move what is left out of the way, unusable; one line for the user."""
+    qdir = path.parent.parent / "quarantine"
+    target = qdir / f"{path.name}-{secrets.token_hex(4)}"
+    try:
+        qdir.mkdir(mode=0o700, exist_ok=True)
+        os.rename(path.name, target, src_dir_fd=parent)
+        os.chmod(target, 0)
+    except OSError as again:
+        return f"could not remove {path} ({err}) nor quarantine it ({again})"
+    return f"could not remove {path} ({err}); quarantined at {target} with no permissions"
 
 
 def harvest(directory: Path, names: list[str], limit: int = DEFAULT_READ_LIMIT) -> dict[str, str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pwd
 import selectors
 import shutil
 import signal
@@ -29,19 +30,35 @@ from pathlib import Path
 
 from agent.errors import AgentError, UnsafePath
 from safety import confine
-from safety.cgroup import PidsCgroup
+from safety.cgroup import RunCgroup
 
 LEVELS = ("bwrap", "landlock", "rlimits")
-SANDBOX_UID = 65534
+SANDBOX_UID = 65534   # the uid inside bubblewrap's user namespace
 RLIMITS_WARNING = ("WARNING: no sandbox available (no user namespaces, no Landlock): generated "
                    "code runs with only rlimits and its own process group. It can read your "
                    "files and reach the network. Tier-2 code is refused unless you approve it.")
-
-
-# /proc entries a uid that maps to root outside could write (bubblewrap covers only irq, bus).
-PROC_COVER = ("sys", "sysrq-trigger", "mtrr", "fs", "acpi", "scsi", "driver", "tty", "sysvipc",
-              "kcore", "kmsg", "timer_list", "keys", "key-users")
+UNSANDBOXED_REFUSAL = ("no sandbox works here (neither bubblewrap nor Landlock), so generated code "
+                       "is not run; install bubblewrap (bash setup.sh does), or accept the risk with "
+                       "--allow-unsandboxed")
 DEV_READ = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 - covered by private tmpfs, not used
+_ROOT = os.geteuid() == 0
+
+
+def sandbox_identity() -> tuple[int, int] | None:
+    """The host uid/gid generated code runs as when we are root (``nobody``); None otherwise.
+
+    Code is never run as root: the launcher drops to this uid before bwrap, Landlock or
+    rlimits apply, so nothing the code does is done by root, and bubblewrap then runs
+    unprivileged in a user namespace of its own.
+    """
+    if not _ROOT:
+        return None
+    try:
+        entry = pwd.getpwnam("nobody")
+        return entry.pw_uid, entry.pw_gid
+    except KeyError:
+        return 65534, 65534
 
 
 class SandboxUnavailable(AgentError):
@@ -66,9 +83,11 @@ class Sandbox:
     warning: str | None = None
     limits: confine.Limits = field(default_factory=confine.Limits)
     python: str = sys.executable
+    allow_unsandboxed: bool = False   # run code at the rlimits level (not a sandbox) anyway
 
     @classmethod
-    def probe(cls, workspace: Path, *, force_level: str | None = None) -> Sandbox:
+    def probe(cls, workspace: Path, *, force_level: str | None = None,
+              allow_unsandboxed: bool = False) -> Sandbox:
         """The best level that works here (probed once per process), or ``force_level``."""
         levels = available_levels()
         if force_level is not None:
@@ -81,7 +100,8 @@ class Sandbox:
         else:
             level = levels[0]
         return cls(Path(workspace).resolve(), level,
-                   RLIMITS_WARNING if level == "rlimits" else None)
+                   RLIMITS_WARNING if level == "rlimits" else None,
+                   allow_unsandboxed=allow_unsandboxed)
 
     def describe(self) -> str:
         """One line for the REPL banner and :status."""
@@ -94,25 +114,26 @@ class Sandbox:
 
     def run_python(self, args: list[str], *, cwd: Path, timeout: float = 15.0,
                    grants: frozenset[str] = frozenset(), readonly: Sequence[Path] = (),
-                   output_limit: int = 64_000, writable: Sequence[Path] | None = None) -> RunResult:
-        """Run ``python -I <args>`` in ``cwd`` (inside the workspace) at this level.
+                   output_limit: int = 64_000) -> RunResult:
+        """Run ``python -I <args>`` in ``cwd`` (a run directory inside the workspace).
 
-        ``writable`` defaults to the whole workspace; ``readonly`` paths are visible but not
-        writable (bound over writable ones). The whole process tree is killed on timeout and
-        on any exception here (KeyboardInterrupt included), which is then re-raised.
+        ``cwd`` is the only writable place; where the sandbox can, it is a private, size- and
+        inode-limited tmpfs holding copies of its files, so nothing written reaches the host.
+        ``readonly`` paths are visible, not writable. The whole process tree is killed on
+        timeout and on any exception here (KeyboardInterrupt included), which is re-raised.
         """
+        if self.level == "rlimits" and not self.allow_unsandboxed:
+            raise SandboxUnavailable(UNSANDBOXED_REFUSAL)
         cwd = self._inside(cwd)
-        rw = [self._inside(p) for p in (writable if writable is not None else [self.workspace])]
         ro = [Path(p).resolve() for p in readonly]
-        network = "network" in grants
-        cmd, env = self._command(args, cwd, rw, ro, network, timeout)
-        cgroup = PidsCgroup.create(self.limits.processes) if os.geteuid() == 0 else None
+        cgroup = RunCgroup.create(self.limits.memory, self.limits.processes) if _ROOT else None
+        cfg = self._config(cwd, ro, "network" in grants, timeout, cgroup)
+        cmd = [self.python, "-I", "-S", confine.LAUNCHER, json.dumps(cfg), "--", "-I", "-B", *args]
         started = time.monotonic()
         try:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,  # noqa: S603
+            proc = subprocess.Popen(cmd, cwd=cwd, env=cfg.pop("env"), stdin=subprocess.DEVNULL,  # noqa: S603
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True, close_fds=True,
-                                    preexec_fn=cgroup.join if cgroup else None)
+                                    start_new_session=True, close_fds=True)
         except BaseException:
             if cgroup:
                 cgroup.remove()
@@ -121,6 +142,8 @@ class Sandbox:
             out, err, timed_out, truncated = _collect(proc, timeout, output_limit)
         finally:
             _kill_tree(proc, cgroup)
+        if cgroup and cgroup.oom_killed():
+            err += b"\n[sandbox] the run went over its memory limit and was killed"
         return RunResult(proc.returncode if not timed_out else None,
                          out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
                          timed_out, self.level, time.monotonic() - started, truncated)
@@ -131,39 +154,54 @@ class Sandbox:
             raise UnsafePath(f"{path} is outside the workspace {self.workspace}")
         return resolved
 
-    def _command(self, args: list[str], cwd: Path, rw: list[Path], ro: list[Path],
-                 network: bool, timeout: float) -> tuple[list[str], dict[str, str]]:
-        root = os.geteuid() == 0
-        extra = 0 if self.level == "bwrap" or root else confine.user_process_count()
+    def _config(self, cwd: Path, ro: list[Path], network: bool, timeout: float,
+                cgroup: RunCgroup | None) -> dict:
+        """What the launcher does, as data: cgroups, mounts, identity, limits, confinement."""
+        identity = sandbox_identity()
+        extra = 0 if self.level == "bwrap" or identity else confine.user_process_count()
+        tmp = "/tmp" if self.level == "bwrap" else str(cwd)  # noqa: S108 - inside the namespace
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp,
+               "LANG": "C.UTF-8", "USER": "sandbox", "LOGNAME": "sandbox",
+               "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
         cfg: dict = {"python": self.python, "rlimits": self.limits.rlimits(timeout, extra),
-                     "drop_caps": self.level != "bwrap"}
+                     "cgroups": cgroup.procs_files() if cgroup else [], "env": env}
+        reads = confine.python_read_paths() + [confine.LAUNCHER] + (
+            list(confine.NETWORK_ETC) if network else [])
         if self.level in ("bwrap", "landlock"):
             cfg["seccomp"] = confine.seccomp_program(
                 network=network, deny_all_sockets=self.level == "landlock",
                 confine_group=self.level == "landlock")
-        tmp = "/tmp" if self.level == "bwrap" else str(cwd / ".tmp")  # noqa: S108 - inside the namespace
-        if self.level != "bwrap":
-            os.makedirs(tmp, exist_ok=True)
+        if identity:
+            cfg["drop"] = list(identity)
+            needs = [[p, False] for p in reads + [str(p) for p in ro]] + [[str(cwd), True]]
+            cfg["mounts"] = {"needs": needs}
+            if self.level != "bwrap":   # bwrap makes its own /tmp and /dev/shm and pid namespace
+                cfg["mounts"]["hide"] = {p: f"mode=1777,size={self.limits.tmpfs_size}"
+                                         for p in SHARED_TMP}
+                cfg["pidns"] = True
+            cfg["mounts"]["scratch"] = {"path": str(cwd), "size": self.limits.scratch_size,
+                                        "inodes": self.limits.scratch_inodes}
+        else:
+            cfg["drop_caps"] = self.level != "bwrap"
         if self.level == "landlock":
-            read = confine.python_read_paths() + [confine.LAUNCHER] + [str(p) for p in ro]
-            read += list(confine.NETWORK_ETC) if network else []
-            write = [str(p) for p in rw] + ["/dev/null"]
-            cfg["landlock"] = confine.landlock_config(confine.landlock_abi(), read + list(DEV_READ),
-                                                      write, network)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp,
-               "LANG": "C.UTF-8", "USER": "sandbox", "LOGNAME": "sandbox",
-               "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-        inner = [self.python, "-I", "-S", confine.LAUNCHER, json.dumps(cfg), "--", "-I", "-B",
-                 *args]
-        if self.level != "bwrap":
-            return inner, env
-        return _bwrap_args(cwd, rw, ro, network, env, self.limits) + inner, {}
+            read = reads + [str(p) for p in ro] + list(DEV_READ)
+            cfg["landlock"] = confine.landlock_config(confine.landlock_abi(), read,
+                                                      [str(cwd), "/dev/null"], network)
+        if self.level == "bwrap":
+            cfg["bwrap"] = {"path": shutil.which("bwrap") or "bwrap", "chdir": str(cwd),
+                            "args": _bwrap_args(cwd, ro, network, env, self.limits,
+                                                scratch_ready=identity is not None)}
+        return cfg
 
 
-def _bwrap_args(cwd: Path, rw: list[Path], ro: list[Path], network: bool,
-                env: dict[str, str], limits: confine.Limits) -> list[str]:
-    """bubblewrap's command line: namespaces, binds of only what Python needs, clean env."""
-    args = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
+def _bwrap_args(cwd: Path, ro: list[Path], network: bool, env: dict[str, str],
+                limits: confine.Limits, *, scratch_ready: bool) -> list[str]:
+    """bubblewrap's arguments: namespaces, binds of only what Python needs, clean env, no /proc.
+
+    ``scratch_ready``: the launcher already made ``cwd`` a private tmpfs (root); otherwise
+    bwrap makes one here and binds the run's files into it read-only.
+    """
+    args = ["--unshare-all", "--unshare-user", "--disable-userns",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL",
             "--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox"]
     if network:
@@ -175,16 +213,19 @@ def _bwrap_args(cwd: Path, rw: list[Path], ro: list[Path], network: bool,
             args += ["--symlink", os.readlink(path), path]
         else:
             args += ["--ro-bind-try", path, path]
-    args += ["--ro-bind", confine.LAUNCHER, confine.LAUNCHER, "--proc", "/proc", "--dev", "/dev"]
-    for entry in PROC_COVER:   # the sandbox uid maps to our uid: keep kernel knobs read-only
-        args += ["--ro-bind-try", f"/proc/{entry}", f"/proc/{entry}"]
-    for path in rw:
-        args += ["--bind", str(path), str(path)]
+    args += ["--dev", "/dev", "--size", str(limits.tmpfs_size), "--tmpfs", SHARED_TMP[2]]
+    if scratch_ready:
+        args += ["--bind", str(cwd), str(cwd)]
+    else:
+        args += ["--size", str(limits.scratch_size), "--perms", "0700", "--tmpfs", str(cwd)]
+        for entry in sorted(os.scandir(cwd), key=lambda e: e.name):
+            if entry.is_file(follow_symlinks=False):
+                args += ["--ro-bind", entry.path, entry.path]
     for path in ro:
         args += ["--ro-bind", str(path), str(path)]
     for key, value in env.items():
         args += ["--setenv", key, value]
-    return args + ["--chdir", str(cwd), "--"]
+    return args
 
 
 def _collect(proc: subprocess.Popen, timeout: float, limit: int) -> tuple[bytes, bytes, bool, bool]:
@@ -225,7 +266,7 @@ def _collect(proc: subprocess.Popen, timeout: float, limit: int) -> tuple[bytes,
     return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), timed_out, truncated
 
 
-def _kill_tree(proc: subprocess.Popen, cgroup: PidsCgroup | None) -> None:
+def _kill_tree(proc: subprocess.Popen, cgroup: RunCgroup | None) -> None:
     """SIGKILL the process group (and every cgroup member), reap, close pipes."""
     for _ in range(50):
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -97,6 +98,8 @@ class Canaries:
         return bad
 
     def close(self) -> None:
+        if self.outside.parent.name.startswith("agent-canaries-"):
+            shutil.rmtree(self.outside.parent, ignore_errors=True)
         for listener in (self.tcp, self.udp, self.unix, self.abstract):
             listener.stop()
         for listener in (self.tcp, self.udp, self.unix, self.abstract):
@@ -105,9 +108,25 @@ class Canaries:
         self.process.wait()
 
 
+CANARY_BASES = ("/srv", "/opt", "/var/lib")
+
+
+def canary_home(tmp_path: Path) -> Path:
+    """Where the host files live. As root: outside /tmp (which the sandbox covers with its own
+    tmpfs, so canaries there would prove nothing) in a world-traversable directory, as a
+    project or a home directory would be; the files are world-readable, as most files are."""
+    base = next((b for b in CANARY_BASES if os.path.isdir(b) and os.access(b, os.W_OK)), None)
+    if os.geteuid() != 0 or base is None:
+        return tmp_path
+    home = Path(base) / f"agent-canaries-{secrets.token_hex(6)}"
+    home.mkdir(mode=0o755)
+    return home
+
+
 def make_canaries(tmp_path: Path) -> Canaries:
-    outside = tmp_path / "outside"
+    outside = canary_home(tmp_path) / "outside"
     outside.mkdir()
+    os.chmod(outside, 0o755)  # noqa: S103 - a world-readable canary, on purpose
     workspace = tmp_path / "ws"
     skills = workspace / "skills"
     skills.mkdir(parents=True)
@@ -127,6 +146,7 @@ def make_canaries(tmp_path: Path) -> Canaries:
     unix_path = outside / "host.sock"
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     unix.bind(str(unix_path))
+    os.chmod(unix_path, 0o777)  # noqa: S103 - connectable by any uid: only the sandbox may stop it
     unix.listen(4)
     abstract_name = "canary-" + secrets.token_hex(6)
     abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -172,8 +172,17 @@ def test_auto_approve_never_runs_tier3(workspace: Path, tmp_path: Path) -> None:
     assert out.blocked and out.run is None and "regex_eval" in out.reason
 
 
-def test_rlimits_level_refuses_tier2_under_yes(workspace: Path, tmp_path: Path) -> None:
+def test_rlimits_level_runs_nothing_without_the_opt_in(workspace: Path, tmp_path: Path) -> None:
     box = Sandbox.probe(workspace, force_level="rlimits")
+    out = run_generated(name="adder", module_source=GOOD_MODULE, test_source=GOOD_TEST,
+                        workspace=workspace, sandbox=box, approvals=_approvals(tmp_path))
+    assert out.blocked and out.run is None and "--allow-unsandboxed" in out.reason
+    with pytest.raises(SandboxUnavailable, match="no sandbox works here"):
+        box.run_python(["-c", "pass"], cwd=workspace)
+
+
+def test_rlimits_level_refuses_tier2_under_yes(workspace: Path, tmp_path: Path) -> None:
+    box = Sandbox.probe(workspace, force_level="rlimits", allow_unsandboxed=True)
     assert box.warning and "WARNING" in box.warning
     out = run_generated(name="fetch", module_source="import socket\n" + GOOD_MODULE,
                         test_source="def test_x():\n    pass\n", workspace=workspace,
@@ -191,7 +200,7 @@ def test_run_generated_counts_doctests_and_tests(level: str, workspace: Path,
     skills = workspace / "skills"
     skills.mkdir()
     (skills / "base_one.py").write_text("def one():\n    return 1\n")
-    box = Sandbox.probe(workspace, force_level=level)
+    box = Sandbox.probe(workspace, force_level=level, allow_unsandboxed=True)
     module = "from base_one import one\n" + GOOD_MODULE
     test = GOOD_TEST + "\ndef test_bad():\n    assert add(1, 1) == 3\n"
     out = run_generated(name="adder", module_source=module, test_source=test,
@@ -229,7 +238,7 @@ def test_invalid_name_is_refused_before_anything(workspace: Path, tmp_path: Path
 def box(request: pytest.FixtureRequest, workspace: Path) -> Sandbox:
     if request.param not in LEVELS:
         pytest.skip(f"{request.param} is not available on this machine")
-    return Sandbox.probe(workspace, force_level=request.param)
+    return Sandbox.probe(workspace, force_level=request.param, allow_unsandboxed=True)
 
 
 def test_runs_isolated_python(box: Sandbox, workspace: Path) -> None:
