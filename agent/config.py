@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from safety.policy import check_block_entry
 
 # Environment variable for each setting that has one.
 ENV_VARS = {
@@ -37,10 +38,30 @@ class Settings:
     ollama_host: str = "http://127.0.0.1:11434"
     sandbox: str | None = None  # force a sandbox level ("bwrap" | "landlock" | "rlimits")
     yes: bool = False  # auto-approve tier-2 needs (never tier 3)
+    block: tuple[str, ...] = ()  # [safety] block: custom tier-3 gate rules (dotted names, "re:<regex>")
+
+
+# Settings read from the [safety] table of the config file (and only from there).
+SAFETY_KEYS = {"block"}
+
+
+def _block_rules(value: Any, origin: str) -> tuple[str, ...]:
+    """[safety] block: a list of dotted names and "re:" regular expressions, each checked."""
+    if not isinstance(value, list):
+        raise ConfigError(f"invalid block {value!r} from {origin}: a list of strings, "
+                          'e.g. block = ["yaml", "re:requests\\.get"]')
+    for entry in value:
+        try:
+            check_block_entry(entry)
+        except ValueError as err:
+            raise ConfigError(f"invalid block entry {entry!r} from {origin}: {err}") from None
+    return tuple(value)
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
     """Turn a raw value from env/TOML/flags into the field's type, or fail with one line."""
+    if name == "block":
+        return _block_rules(value, origin)
     try:
         if name == "workspace":
             return Path(str(value)).expanduser()
@@ -72,12 +93,15 @@ def _from_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    safety = data.pop("safety", {})
+    if not isinstance(safety, dict):
+        raise ConfigError(f"config file {path}: safety must be a table ([safety])")
     table = data.get("agent", data)
-    known = {f.name for f in fields(Settings)}
-    unknown = sorted(set(table) - known)
+    known = {f.name for f in fields(Settings)} - SAFETY_KEYS
+    unknown = sorted(set(table) - known) + sorted(f"safety.{k}" for k in set(safety) - SAFETY_KEYS)
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
-    return {k: _coerce(k, v, str(path)) for k, v in table.items()}
+    return {k: _coerce(k, v, str(path)) for k, v in {**table, **safety}.items()}
 
 
 def load_settings(flags: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,

@@ -176,7 +176,7 @@ class AutonomousAgent:
         return safety.run_generated(name=name, module_source=module_source, test_source=test_source,
                                     workspace=self.workspace, sandbox=self.sandbox,
                                     approvals=self.approvals, timeout=self.settings.timeout,
-                                    skills_dir=self.library.skills_dir)
+                                    skills_dir=self.library.skills_dir, extra_block=self.settings.block)
 
     # -- directives ----------------------------------------------------------------------------
 

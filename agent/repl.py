@@ -273,6 +273,8 @@ class Repl:
         self.term.say(f"  workspace: {self.agent.workspace}")
         self.term.say(f"  limits:    {settings.max_iter} iterations, {settings.timeout:g} s per test run, "
                       f"{settings.model_timeout:g} s per model call")
+        self.term.say(f"  custom gate rules: {', '.join(settings.block) if settings.block else 'none'}"
+                      + (" ([safety] block, tier 3)" if settings.block else ""))
 
     def model_label(self) -> str:
         try:

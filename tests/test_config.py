@@ -69,3 +69,38 @@ def test_parser_knows_the_documented_flags():
                                       "--timeout", "5", "--yes", "-c", ":skills"])
     assert (args.model, args.workspace, args.max_iter, args.timeout, args.yes, args.commands) == \
         ("embedded", "ws", "3", "5", True, [":skills"])
+
+
+def test_safety_block_rules_from_toml(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text('[agent]\nmax_iter = 4\n\n[safety]\nblock = ["yaml", "shutil.rmtree", '
+                    '"re:requests\\\\.(get|post)"]\n')
+    settings = load_settings(env={}, config_path=path)
+    assert settings.block == ("yaml", "shutil.rmtree", r"re:requests\.(get|post)")
+    assert settings.max_iter == 4
+    assert Settings().block == ()
+    # without an [agent] table too
+    path.write_text('max_iter = 5\n[safety]\nblock = []\n')
+    assert (load_settings(env={}, config_path=path).block, load_settings(env={}, config_path=path).max_iter) == \
+        ((), 5)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('[safety]\nblock = "yaml"\n', "invalid block 'yaml' from {path}: a list of strings"),
+    ("[safety]\nblock = [3]\n", "invalid block entry 3 from {path}: an entry is a string"),
+    ('[safety]\nblock = ["re:("]\n', "invalid block entry 're:(' from {path}: bad regular expression: "
+                                      "missing ), unterminated subpattern at position 0"),
+    ('[safety]\nblock = ["re:.*"]\n', "invalid block entry 're:.*' from {path}: the regular expression "
+                                       "matches the empty string (it would block everything)"),
+    ('[safety]\nblock = ["rm -rf"]\n', "invalid block entry 'rm -rf' from {path}: neither a dotted name"),
+    ("[safety]\ncolour = 1\n", "config file {path}: unknown setting(s) safety.colour"),
+    ("safety = 1\n", "config file {path}: safety must be a table ([safety])"),
+    ('block = ["yaml"]\n', "config file {path}: unknown setting(s) block"),
+])
+def test_bad_safety_table_is_one_line(tmp_path, content, message):
+    path = tmp_path / "agent.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, config_path=path)
+    text = str(info.value)
+    assert text.startswith(message.format(path=path)) and "\n" not in text
