@@ -39,10 +39,11 @@ class Settings:
     sandbox: str | None = None  # force a sandbox level ("bwrap" | "landlock" | "rlimits")
     yes: bool = False  # auto-approve tier-2 needs (never tier 3)
     block: tuple[str, ...] = ()  # [safety] block: custom tier-3 gate rules (dotted names, "re:<regex>")
+    allow_unsandboxed: bool = False  # run generated code at the rlimits level (no sandbox works): opt-in only
 
 
 # Settings read from the [safety] table of the config file (and only from there).
-SAFETY_KEYS = {"block"}
+SAFETY_KEYS = {"block", "allow_unsandboxed"}
 
 
 def _block_rules(value: Any, origin: str) -> tuple[str, ...]:
@@ -75,6 +76,10 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             if not 0 < seconds <= 3600:
                 raise ValueError
             return seconds
+        if name == "allow_unsandboxed":  # an explicit opt-in: true or false, nothing looser
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
         if name == "yes":
             if isinstance(value, bool):
                 return value
@@ -143,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="TOML settings file (default: ./agent.toml if present)")
     parser.add_argument("--yes", action="store_true", default=None,
                         help="approve tier-2 needs (network, shell, ...) without asking; never tier 3")
+    parser.add_argument("--allow-unsandboxed", dest="allow_unsandboxed", action="store_true", default=None,
+                        help="run generated code with only rlimits when no sandbox works: it can read your "
+                        "files and reach the network (otherwise it is refused at that level)")
     parser.add_argument("-c", "--command", action="append", dest="commands", metavar="LINE",
                         help="run this REPL line (e.g. ':directive ...') and exit; repeatable")
     return parser

@@ -166,9 +166,11 @@ class AutonomousAgent:
 
     @property
     def sandbox(self) -> Sandbox:
-        """The runtime sandbox, probed once."""
+        """The runtime sandbox, probed once. At the rlimits level (no sandbox works) generated code
+        is refused unless ``settings.allow_unsandboxed``."""
         if self._sandbox is None:
-            self._sandbox = Sandbox.probe(self.workspace, force_level=self.settings.sandbox)
+            self._sandbox = Sandbox.probe(self.workspace, force_level=self.settings.sandbox,
+                                          allow_unsandboxed=self.settings.allow_unsandboxed)
         return self._sandbox
 
     def execute(self, name: str, module_source: str, test_source: str) -> safety.SafetyOutcome:

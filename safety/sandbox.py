@@ -66,9 +66,10 @@ class Sandbox:
     warning: str | None = None
     limits: confine.Limits = field(default_factory=confine.Limits)
     python: str = sys.executable
+    allow_unsandboxed: bool = False
 
     @classmethod
-    def probe(cls, workspace: Path, *, force_level: str | None = None) -> Sandbox:
+    def probe(cls, workspace: Path, *, force_level: str | None = None, allow_unsandboxed: bool = False) -> Sandbox:
         """The best level that works here (probed once per process), or ``force_level``."""
         levels = available_levels()
         if force_level is not None:
@@ -81,7 +82,7 @@ class Sandbox:
         else:
             level = levels[0]
         return cls(Path(workspace).resolve(), level,
-                   RLIMITS_WARNING if level == "rlimits" else None)
+                   RLIMITS_WARNING if level == "rlimits" else None, allow_unsandboxed=allow_unsandboxed)
 
     def describe(self) -> str:
         """One line for the REPL banner and :status."""

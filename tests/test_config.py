@@ -104,3 +104,26 @@ def test_bad_safety_table_is_one_line(tmp_path, content, message):
         load_settings(env={}, config_path=path)
     text = str(info.value)
     assert text.startswith(message.format(path=path)) and "\n" not in text
+
+
+def test_allow_unsandboxed_from_toml_and_flag(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text("[safety]\nallow_unsandboxed = true\n")
+    assert load_settings(env={}, config_path=path).allow_unsandboxed is True
+    assert Settings().allow_unsandboxed is False
+    assert load_settings({"allow_unsandboxed": True}, env={}, config_path=None).allow_unsandboxed is True
+    path.write_text("[safety]\nallow_unsandboxed = false\n")
+    assert load_settings({"allow_unsandboxed": None}, env={}, config_path=path).allow_unsandboxed is False
+    path.write_text('[safety]\nallow_unsandboxed = "yes"\n')
+    with pytest.raises(ConfigError, match=f"^invalid allow_unsandboxed 'yes' from {path}$"):
+        load_settings(env={}, config_path=path)
+
+
+def test_allow_unsandboxed_flag_names_the_risk():
+    parser = build_parser()
+    assert parser.parse_args(["--allow-unsandboxed"]).allow_unsandboxed is True
+    assert parser.parse_args([]).allow_unsandboxed is None  # not given: the lower layers decide
+    help_text = " ".join(parser.format_help().split())
+    assert "--allow-unsandboxed" in help_text
+    assert "run generated code with only rlimits when no sandbox works: it can read your files and reach the " \
+           "network" in help_text

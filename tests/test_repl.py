@@ -114,6 +114,23 @@ def test_custom_gate_rules_are_listed_and_block_a_skill(workspace, server, tmp_p
     assert "add_numbers blocked: blocked by gate custom_block" in out and "'yaml'" in out
 
 
+@pytest.mark.parametrize("flags, note", [
+    ((), "generated code is refused at this level; --allow-unsandboxed"),
+    (("--allow-unsandboxed",), "generated code runs with only rlimits (opted in with --allow-unsandboxed)"),
+])
+def test_rlimits_level_says_whether_code_is_refused_or_opted_in(workspace, server, flags, note):
+    code, out = session(workspace, [], "--model", MODEL, "--sandbox", "rlimits", *flags, "-c", ":status")
+    assert code == 0 and "Traceback" not in out
+    assert out.count(note) == 2  # the banner and :status
+
+
+def test_no_unsandboxed_note_at_a_real_sandbox_level(workspace, server):
+    code, out = session(workspace, [], "--model", MODEL, "-c", ":status")
+    if "sandbox: rlimits" in out:
+        pytest.skip("no sandbox level works on this machine")
+    assert "--allow-unsandboxed" not in out
+
+
 def test_history_file_is_kept_in_the_workspace(workspace, server):
     session(workspace, [":help", ":quit"], "--model", MODEL)
     assert ":help" in (workspace / "history" / "repl_history").read_text()
