@@ -459,6 +459,11 @@ def _parse(source: str, filename: str) -> tuple[ast.Module | None, list[Finding]
         return None, [Finding("nul_byte", B, "contains a NUL byte", _line_of(source, source.index("\0")),
                               None, "gate", filename)]
     try:
+        source.encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate: the file could not even be written
+        return None, [Finding(UNPARSABLE, B, "does not parse: not encodable as UTF-8 (a lone surrogate)",
+                              _line_of(source, err.start), None, "gate", filename)]
+    try:
         return ast.parse(source, filename=filename), []
     except SyntaxError as err:
         line = err.lineno or 0

@@ -38,6 +38,7 @@ ROWS = [
     ("cr_separated_lines", "#!python\r# coding: utf-7\rx = 1\r", B, "encoding_declaration"),
     ("nul_byte", "x = 1\0\n", B, "nul_byte"),
     ("syntax_error", "def f(:\n    return 1\n", B, "unparsable"),
+    ("lone_surrogate", "x = 1\ny = '\ud800'\n", B, "unparsable"),
     # -- other names of os
     ("posix_system", "import posix\nposix.system('id')", B, "os_system"),
     ("posix_alias", "import posix as p\np.system", B, "os_system"),
