@@ -29,7 +29,7 @@ __all__ = ["AutonomousAgent", "DirectiveResult", "main"]
 def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
          output: Output | None = None) -> int:
     """Run the CLI; returns the exit status. ``input``/``output`` let tests drive a whole session."""
-    from agent.repl import Repl, Terminal, print_event  # prompt_toolkit UI only when it is used
+    from agent.repl import Repl, Terminal, print_event, unsandboxed_note  # prompt_toolkit UI only when used
 
     args = build_parser().parse_args(argv)
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "commands")}
@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
     term.say(f"  {sandbox.describe()}")
     if sandbox.warning:
         term.warn(f"  ⚠ {sandbox.warning}")
+    if unsandboxed_note(sandbox):
+        term.warn(f"  ⚠ {unsandboxed_note(sandbox)}")
     if args.commands:
         for line in args.commands:
             repl.handle(line)

@@ -6,6 +6,7 @@ import re
 
 from agent.state import Category, TestReport
 from safety import SafetyOutcome
+from safety.policy import UNPARSABLE
 
 MAX_ERROR_CHARS = 1500
 # Lines of pytest's output worth showing the model: assertion diffs, exceptions, doctest diffs.
@@ -62,8 +63,22 @@ def headline(error: str) -> str:
     return (lines[0] if lines else "")[:160]
 
 
+def syntax_error(outcome: SafetyOutcome) -> str | None:
+    """The syntax error, when not parsing is the only reason the gates kept the code from running:
+    a mistake to feed back to the model, not a blocked directive."""
+    blocking = outcome.verdict.blocking()
+    if outcome.run is not None or not blocking or any(f.rule != UNPARSABLE for f in blocking):
+        return None
+    return "\n".join(f"SyntaxError in {f.filename or 'the module'}: {f.message}" for f in blocking)
+
+
 def report_from_outcome(outcome: SafetyOutcome) -> TestReport:
-    """Flatten the safety layer's outcome into the loop's report."""
+    """Flatten the safety layer's outcome into the loop's report. Code that does not parse never
+    runs, but comes back as an ordinary ``syntax_error`` failure (the model can fix it)."""
+    error = syntax_error(outcome)
+    if error is not None:
+        return {"ok": False, "passed": 0, "failed": 0, "errors": 1, "category": "syntax_error",
+                "error": error, "level": "", "seconds": 0.0}
     if outcome.blocked or outcome.run is None:
         return {"ok": False, "passed": 0, "failed": 0, "errors": 0, "category": "blocked",
                 "error": outcome.reason or "blocked by the safety gates", "level": "", "seconds": 0.0}

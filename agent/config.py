@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from safety.policy import check_block_entry
 
 # Environment variable for each setting that has one.
 ENV_VARS = {
@@ -37,10 +38,31 @@ class Settings:
     ollama_host: str = "http://127.0.0.1:11434"
     sandbox: str | None = None  # force a sandbox level ("bwrap" | "landlock" | "rlimits")
     yes: bool = False  # auto-approve tier-2 needs (never tier 3)
+    block: tuple[str, ...] = ()  # [safety] block: custom tier-3 gate rules (dotted names, "re:<regex>")
+    allow_unsandboxed: bool = False  # run generated code at the rlimits level (no sandbox works): opt-in only
+
+
+# Settings read from the [safety] table of the config file (and only from there).
+SAFETY_KEYS = {"block", "allow_unsandboxed"}
+
+
+def _block_rules(value: Any, origin: str) -> tuple[str, ...]:
+    """[safety] block: a list of dotted names and "re:" regular expressions, each checked."""
+    if not isinstance(value, list):
+        raise ConfigError(f"invalid block {value!r} from {origin}: a list of strings, "
+                          'e.g. block = ["yaml", "re:requests\\.get"]')
+    for entry in value:
+        try:
+            check_block_entry(entry)
+        except ValueError as err:
+            raise ConfigError(f"invalid block entry {entry!r} from {origin}: {err}") from None
+    return tuple(value)
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
     """Turn a raw value from env/TOML/flags into the field's type, or fail with one line."""
+    if name == "block":
+        return _block_rules(value, origin)
     try:
         if name == "workspace":
             return Path(str(value)).expanduser()
@@ -54,6 +76,10 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             if not 0 < seconds <= 3600:
                 raise ValueError
             return seconds
+        if name == "allow_unsandboxed":  # an explicit opt-in: true or false, nothing looser
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
         if name == "yes":
             if isinstance(value, bool):
                 return value
@@ -72,12 +98,15 @@ def _from_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    safety = data.pop("safety", {})
+    if not isinstance(safety, dict):
+        raise ConfigError(f"config file {path}: safety must be a table ([safety])")
     table = data.get("agent", data)
-    known = {f.name for f in fields(Settings)}
-    unknown = sorted(set(table) - known)
+    known = {f.name for f in fields(Settings)} - SAFETY_KEYS
+    unknown = sorted(set(table) - known) + sorted(f"safety.{k}" for k in set(safety) - SAFETY_KEYS)
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
-    return {k: _coerce(k, v, str(path)) for k, v in table.items()}
+    return {k: _coerce(k, v, str(path)) for k, v in {**table, **safety}.items()}
 
 
 def load_settings(flags: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
@@ -119,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="TOML settings file (default: ./agent.toml if present)")
     parser.add_argument("--yes", action="store_true", default=None,
                         help="approve tier-2 needs (network, shell, ...) without asking; never tier 3")
+    parser.add_argument("--allow-unsandboxed", dest="allow_unsandboxed", action="store_true", default=None,
+                        help="run generated code with only rlimits when no sandbox works: it can read your "
+                        "files and reach the network (otherwise it is refused at that level)")
     parser.add_argument("-c", "--command", action="append", dest="commands", metavar="LINE",
                         help="run this REPL line (e.g. ':directive ...') and exit; repeatable")
     return parser

@@ -166,9 +166,11 @@ class AutonomousAgent:
 
     @property
     def sandbox(self) -> Sandbox:
-        """The runtime sandbox, probed once."""
+        """The runtime sandbox, probed once. At the rlimits level (no sandbox works) generated code
+        is refused unless ``settings.allow_unsandboxed``."""
         if self._sandbox is None:
-            self._sandbox = Sandbox.probe(self.workspace, force_level=self.settings.sandbox)
+            self._sandbox = Sandbox.probe(self.workspace, force_level=self.settings.sandbox,
+                                          allow_unsandboxed=self.settings.allow_unsandboxed)
         return self._sandbox
 
     def execute(self, name: str, module_source: str, test_source: str) -> safety.SafetyOutcome:
@@ -176,7 +178,7 @@ class AutonomousAgent:
         return safety.run_generated(name=name, module_source=module_source, test_source=test_source,
                                     workspace=self.workspace, sandbox=self.sandbox,
                                     approvals=self.approvals, timeout=self.settings.timeout,
-                                    skills_dir=self.library.skills_dir)
+                                    skills_dir=self.library.skills_dir, extra_block=self.settings.block)
 
     # -- directives ----------------------------------------------------------------------------
 

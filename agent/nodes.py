@@ -207,6 +207,8 @@ def run_tests(state: LoopState, deps: Deps) -> dict:
                       + held["seconds"]}
     if report["category"] == "blocked":
         message = f"blocked: {report['error']}"
+    elif not report["level"]:  # never ran: the code does not parse
+        message = f"not run: {headline(report['error'])}"
     else:
         message = f"sandbox: {report['level']} · {report['passed']} passed"
         if report["failed"] or report["errors"]:

@@ -25,6 +25,7 @@ from agent.errors import AgentError
 from agent.nodes import Event
 from safety.approvals import ApprovalRequest, Decision
 from safety.paths import InvalidSkillName
+from safety.sandbox import Sandbox
 
 PROMPT = "Agent> "
 
@@ -270,9 +271,14 @@ class Repl:
         self.term.say(f"  model:     {self.model_label()}")
         self.term.say(f"  sandbox:   {sandbox.describe().removeprefix('sandbox: ')}"
                       + (f"  ⚠ {sandbox.warning}" if sandbox.warning else ""))
+        note = unsandboxed_note(sandbox)
+        if note:
+            self.term.warn(f"             ⚠ {note}")
         self.term.say(f"  workspace: {self.agent.workspace}")
         self.term.say(f"  limits:    {settings.max_iter} iterations, {settings.timeout:g} s per test run, "
                       f"{settings.model_timeout:g} s per model call")
+        self.term.say(f"  custom gate rules: {', '.join(settings.block) if settings.block else 'none'}"
+                      + (" ([safety] block, tier 3)" if settings.block else ""))
 
     def model_label(self) -> str:
         try:
@@ -314,6 +320,18 @@ class Repl:
         """:quit  leave (Ctrl+D too)"""
         self.running = False
 
+
+
+def unsandboxed_note(sandbox: Sandbox) -> str | None:
+    """At the rlimits level (no sandbox works): whether generated code is refused there, or the
+    user opted in to running it anyway. None at a real sandbox level."""
+    if sandbox.level != "rlimits":
+        return None
+    if sandbox.allow_unsandboxed:
+        return ("generated code runs with only rlimits (opted in with --allow-unsandboxed): "
+                "it can read your files and reach the network")
+    return ("generated code is refused at this level; --allow-unsandboxed (or [safety] allow_unsandboxed = true) "
+            "runs it with only rlimits")
 
 
 def print_event(term: Terminal, event: Event) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,18 +88,20 @@ def parse_pytest(result: RunResult) -> TestRun:
                    result.returncode, result.timed_out, output, result.seconds)
 
 
-def gate(name: str, module_source: str, test_source: str) -> Verdict:
-    """The gates over both files a skill run executes."""
-    return (check_code(module_source, filename=f"{name}.py")
-            + check_code(test_source, filename=f"test_{name}.py"))
+def gate(name: str, module_source: str, test_source: str, extra_block: Sequence[str] = ()) -> Verdict:
+    """The gates over both files a skill run executes (``extra_block``: the user's own rules)."""
+    return (check_code(module_source, filename=f"{name}.py", extra_block=extra_block)
+            + check_code(test_source, filename=f"test_{name}.py", extra_block=extra_block))
 
 
 def run_generated(*, name: str, module_source: str, test_source: str, workspace: Path,
                   sandbox: Sandbox, approvals: Approvals, timeout: float = 15.0,
-                  skills_dir: Path | None = None) -> SafetyOutcome:
-    """Gate, approve, then run the module's doctests and its tests in the sandbox."""
+                  skills_dir: Path | None = None, extra_block: Sequence[str] = ()) -> SafetyOutcome:
+    """Gate, approve, then run the module's doctests and its tests in the sandbox. Code the
+    gates cannot read (a syntax error, a non-UTF-8 encoding) never runs; ``extra_block`` holds
+    the user's custom rules ([safety] block), checked as tier 3."""
     validate_skill_name(name)
-    verdict = gate(name, module_source, test_source)
+    verdict = gate(name, module_source, test_source, extra_block)
     if verdict.tier == Tier.BLOCKED:
         first = verdict.blocking()[0]
         return SafetyOutcome(verdict, True, f"blocked by gate {first.rule} "

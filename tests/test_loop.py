@@ -108,6 +108,18 @@ def test_same_failure_with_same_code_stops_early(workspace):
     assert [r.temperature for r in model.history[2:]] == [0.25, 0.55, 0.85]
 
 
+def test_a_syntax_error_never_runs_but_is_fed_back_for_a_retry(workspace):
+    model = FakeModel([PLAN, SYNTAX, GOOD])
+    agent = make_agent(workspace, model)
+    result = agent.run("Create a skill that adds two numbers")
+    assert (result.status, result.iterations) == ("working", 2)
+    test_event = next(e for e in agent.events if e.phase == "TEST")
+    assert test_event.message == "not run: SyntaxError in add_numbers.py: does not parse: invalid syntax (line 2)"
+    retry_prompt = model.prompts()[2]
+    assert "failed with syntax_error" in retry_prompt and "invalid syntax (line 2)" in retry_prompt
+    assert [f["category"] for f in agent.memory.read()["failures"]] == ["syntax_error"]
+
+
 def test_a_repeated_failed_version_is_resampled_not_retested(workspace):
     model = FakeModel([PLAN, WRONG, WRONG, GOOD])
     agent = make_agent(workspace, model)

@@ -98,7 +98,37 @@ def test_help_memory_status_and_raw(workspace, server):
     assert "skills: 0 working, 0 untested, 0 failed" in out
     assert '"version":' in out
     assert "sandbox:" in out and "12 iterations, 15 s per test run" in out
+    assert "custom gate rules: none" in out
     assert "No grants remembered." in out
+
+
+def test_custom_gate_rules_are_listed_and_block_a_skill(workspace, server, tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text('[safety]\nblock = ["yaml", "re:requests\\\\.(get|post)"]\n')
+    uses_yaml = GOOD.replace("```python\n", "```python\nimport yaml\n")
+    server.enqueue(PLAN, uses_yaml)
+    code, out = session(workspace, [":status", ":directive Create a skill that adds two numbers", ":quit"],
+                        "--model", MODEL, "--config", str(config))
+    assert code == 0 and "Traceback" not in out
+    assert r"custom gate rules: yaml, re:requests\.(get|post) ([safety] block, tier 3)" in out
+    assert "add_numbers blocked: blocked by gate custom_block" in out and "'yaml'" in out
+
+
+@pytest.mark.parametrize("flags, note", [
+    ((), "generated code is refused at this level; --allow-unsandboxed"),
+    (("--allow-unsandboxed",), "generated code runs with only rlimits (opted in with --allow-unsandboxed)"),
+])
+def test_rlimits_level_says_whether_code_is_refused_or_opted_in(workspace, server, flags, note):
+    code, out = session(workspace, [], "--model", MODEL, "--sandbox", "rlimits", *flags, "-c", ":status")
+    assert code == 0 and "Traceback" not in out
+    assert out.count(note) == 2  # the banner and :status
+
+
+def test_no_unsandboxed_note_at_a_real_sandbox_level(workspace, server):
+    code, out = session(workspace, [], "--model", MODEL, "-c", ":status")
+    if "sandbox: rlimits" in out:
+        pytest.skip("no sandbox level works on this machine")
+    assert "--allow-unsandboxed" not in out
 
 
 def test_history_file_is_kept_in_the_workspace(workspace, server):
