@@ -66,7 +66,7 @@ class Terminal:
 
     def ask_approval(self, request: ApprovalRequest) -> Decision:
         """Ask about one tier-2 need. Anything but o/a (or Ctrl+C / Ctrl+D) denies."""
-        self.warn(f"The skill asks for {request.need}: {request}.")
+        self.warn(f"The skill asks for {request.need}: {request}. Allowing grants {request.grants}.")
         try:
             answer = self.prompt("Allow? [o]nce / [a]lways for this skill / [d]eny: ").strip().lower()
         except (EOFError, KeyboardInterrupt):

@@ -15,6 +15,19 @@ from filelock import FileLock
 NEED_TEXT = {"network": "network access", "shell": "running a shell command / subprocess",
              "files_outside": "files outside the workspace", "install": "installing a package"}
 
+# What approving a need really grants, said in the prompt: the sandbox widens for `network`
+# only, and only to IP networking; the other needs let the code run, still confined.
+GRANTS = {
+    "network": "the host's IPv4/IPv6 network for this run (no local unix or abstract sockets, "
+               "no files outside the workspace)",
+    "shell": "starting programs inside the sandbox (only what is installed under /usr; still no "
+             "files outside the workspace, no network)",
+    "files_outside": "nothing more: the sandbox cannot grant files outside the workspace; the code "
+                     "runs, and any access outside fails",
+    "install": "nothing more: the sandbox cannot install packages; the code runs, and an install "
+               "fails",
+}
+
 
 class Decision(str, enum.Enum):  # noqa: UP042 - str() and the stored values stay as they are
     ONCE = "once"
@@ -30,6 +43,11 @@ class ApprovalRequest:
 
     def __str__(self) -> str:
         return f"{NEED_TEXT.get(self.need, self.need)} for skill {self.skill}"
+
+    @property
+    def grants(self) -> str:
+        """Exactly what allowing this gives the code (for the prompt)."""
+        return GRANTS.get(self.need, "nothing the sandbox can widen")
 
 
 class GrantStore(Protocol):

@@ -138,12 +138,16 @@ class Sandbox:
             if cgroup:
                 cgroup.remove()
             raise
+        oom = False
         try:
             out, err, timed_out, truncated = _collect(proc, timeout, output_limit)
         finally:
             _kill_tree(proc, cgroup)
-        if cgroup and cgroup.oom_killed():
-            err += b"\n[sandbox] the run went over its memory limit and was killed"
+            if cgroup:
+                oom = cgroup.oom_killed()
+                cgroup.remove()
+        if oom:
+            err += b"\n[sandbox] the run went over its memory limit: the kernel killed part of it"
         return RunResult(proc.returncode if not timed_out else None,
                          out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
                          timed_out, self.level, time.monotonic() - started, truncated)
@@ -267,7 +271,8 @@ def _collect(proc: subprocess.Popen, timeout: float, limit: int) -> tuple[bytes,
 
 
 def _kill_tree(proc: subprocess.Popen, cgroup: RunCgroup | None) -> None:
-    """SIGKILL the process group (and every cgroup member), reap, close pipes."""
+    """SIGKILL the process group (and every cgroup member), reap, close pipes. The caller
+    removes the cgroup."""
     for _ in range(50):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -283,8 +288,6 @@ def _kill_tree(proc: subprocess.Popen, cgroup: RunCgroup | None) -> None:
     for pipe in (proc.stdout, proc.stderr):
         if pipe:
             pipe.close()
-    if cgroup:
-        cgroup.remove()
 
 
 @functools.lru_cache(maxsize=1)

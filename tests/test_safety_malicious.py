@@ -208,12 +208,12 @@ CASES = [
          "c = codeop.compile_command(\"open('$canary', 'w').write('pwned')\")\n"
          "types.FunctionType(c, {'open': open})()", BLOCK, NOT_OWNER),
     Case("children_memory", "import os\nfor _ in range(4):\n    if os.fork() == 0:\n"
-         "        x = bytearray(900 << 20)\n        import time; time.sleep(3)\n        os._exit(0)\n"
+         "        x = b'x' * (900 << 20)\n        import time; time.sleep(3)\n        os._exit(0)\n"
          "os.wait()", BLOCK, PROC_LIMITED, None, 3.0),
     Case("shm_fill", "import os\nf = open('/dev/shm/evil_fill', 'wb')\n"
          "for _ in range(512):\n    f.write(b'0' * (1 << 20))", BLOCK, NOT_OWNER, nothing_on_host),
     Case("tmp_fill", "import tempfile\nf = open(tempfile.gettempdir() + '/evil_fill', 'wb')\n"
-         "for _ in range(512):\n    f.write(b'0' * (1 << 20))", AUTO, NOT_OWNER, nothing_on_host),
+         "for _ in range(512):\n    f.write(b'0' * (1 << 20))", ASK, NOT_OWNER, nothing_on_host),
     Case("disk_fill", "for i in range(8):\n    with open(f'evil_{i}', 'wb') as f:\n"
          "        for _ in range(60):\n            f.write(b'0' * (1 << 20))",
          AUTO, ALL if ROOT else frozenset({"bwrap"}), both(failed, nothing_on_host)),
@@ -255,8 +255,34 @@ def canaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     c.close()
 
 
+README = Path(__file__).resolve().parents[1] / "safety" / "README.md"
+TABLE_START, TABLE_END = "<!-- containment table: generated from tests/test_safety_malicious.py -->", "<!-- end -->"
+
+
+def containment_table() -> str:
+    """The README's table, from the rows above: the strict xfails make each cell a measurement."""
+    who = "root (code runs as nobody)" if ROOT else "an ordinary user"
+    lines = [f"Measured as {who}. `contained`: the level alone stopped it (gates bypassed); "
+             "`ESCAPES`: a strict xfail proves it gets through; `not run`: escaping would harm the host.",
+             "", "| attack | gate | bwrap | landlock | rlimits |", "|---|---|---|---|---|"]
+    for case in CASES:
+        cells = ["not run" if lv in case.never_run_at else "contained" if lv in case.contained
+                 else "**ESCAPES**" for lv in ("bwrap", "landlock", "rlimits")]
+        lines.append(f"| `{case.id}` | {case.gate.name.lower()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def test_readme_table_is_the_measured_one() -> None:
+    """safety/README.md shows exactly this table (regenerate: python -m tests.test_safety_malicious)."""
+    if not ROOT:
+        pytest.skip("the README's table is measured as root, as CI runs")
+    text = README.read_text()
+    shown = text[text.index(TABLE_START) + len(TABLE_START):text.index(TABLE_END)].strip()
+    assert shown == containment_table(), "safety/README.md's table is stale: python -m tests.test_safety_malicious"
+
+
 def test_table_is_big_enough() -> None:
-    assert len(CASES) >= 30
+    assert len(CASES) >= 55
     assert len({c.id for c in CASES}) == len(CASES)
     for name in GATES_DO_NOT_COVER:
         assert next(c for c in CASES if c.id == name).gate == Tier.AUTO
@@ -326,3 +352,9 @@ def test_through_run_generated(case: Case, canaries: Canaries) -> None:
     assert not problems, f"{problems}\n{output[-1500:]}"
     exec_root = canaries.workspace / "exec"
     assert not exec_root.exists() or not list(exec_root.iterdir()), "exec dir not removed"
+
+
+if __name__ == "__main__":   # rewrite safety/README.md's table from the rows
+    text = README.read_text()
+    head, rest = text.split(TABLE_START)
+    README.write_text(f"{head}{TABLE_START}\n{containment_table()}\n{TABLE_END}{rest.split(TABLE_END, 1)[1]}")

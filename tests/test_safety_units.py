@@ -292,3 +292,143 @@ def test_bwrap_level_works_where_bwrap_is_installed():
     if not shutil.which("bwrap"):
         pytest.skip("bwrap is not installed here (setup.sh installs it)")
     assert available_levels()[0] == "bwrap"
+
+
+# -- round two: identity, whole-tree limits, clean-up --------------------------------------
+
+def _host_status(marker: str) -> list[dict[str, str]]:
+    """/proc/<pid>/status of every host process running code that contains ``marker`` (not
+    the launcher: it is ours, and at landlock/rlimits it waits, as root, for pid 1 to exit)."""
+    from tests.safety_fixtures import survivors
+    found = []
+    for pid in survivors(marker):
+        try:
+            if b"_launcher.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:
+            continue
+        found.append(dict(line.split(":\t", 1) for line in lines if ":\t" in line))
+    return found
+
+
+def test_code_never_runs_as_root(box: Sandbox, workspace: Path) -> None:
+    """Seen from the host: the uid, gid and capabilities of the running code, at each level."""
+    if os.geteuid() != 0:
+        pytest.skip("only a root agent has a uid to drop")
+    marker = f"UID{os.getpid()}{box.level}"
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(box.run_python(
+        ["-c", f"import time  # {marker}\ntime.sleep(3)"], cwd=workspace, timeout=10)))
+    thread.start()
+    seen: list[dict[str, str]] = []
+    for _ in range(200):
+        seen = [s for s in _host_status(marker) if s.get("Name", "").startswith("python")]
+        if seen:
+            break
+        time.sleep(0.02)
+    thread.join()
+    assert seen, "the sandboxed process was never seen"
+    for status in seen:
+        assert all(int(u) != 0 for u in status["Uid"].split()), status["Uid"]
+        assert all(int(g) != 0 for g in status["Gid"].split()), status["Gid"]
+        assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
+        assert status["NoNewPrivs"].strip() == "1"
+
+
+def _mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_memory_limit_holds_for_the_whole_tree(box: Sandbox, workspace: Path) -> None:
+    """Four children of 900 MiB each: rlimits alone would allow 3.6 GiB; the cgroup allows 1."""
+    from safety.cgroup import available
+    if os.geteuid() != 0 or not available():
+        pytest.skip("whole-tree limits need a cgroup we may create (root)")
+    code = ("import os, time\nfor _ in range(4):\n    if os.fork() == 0:\n"
+            "        x = b'x' * (900 << 20)\n        time.sleep(2)\n        os._exit(0)\n"
+            "for _ in range(4):\n    os.wait()")
+    before, lowest, done = _mem_available(), [_mem_available()], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            lowest[0] = min(lowest[0], _mem_available())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        res = box.run_python(["-c", code], cwd=workspace, timeout=8)
+    finally:
+        done.set()
+        sampler.join()
+    drop = before - lowest[0]
+    assert drop < box.limits.memory + (300 << 20), f"host memory fell by {drop >> 20} MiB"
+    assert "memory limit" in res.stderr or res.returncode != 0, res.stderr
+
+
+def test_no_cgroup_outlives_overlapping_runs(workspace: Path) -> None:
+    from safety.cgroup import PREFIX, RunCgroup, available, leftovers
+    if os.geteuid() != 0 or not available():
+        pytest.skip("run cgroups are made only as root")
+    stale = RunCgroup.create(1 << 30, 16)
+    assert stale is not None
+    for path in set(stale.dirs.values()):   # as if an agent with pid 999999999 had died
+        path.rename(path.with_name(f"{PREFIX}999999999-deadbeef"))
+    box = Sandbox.probe(workspace)
+    threads = [threading.Thread(target=box.run_python, args=(["-c", "import os; os.fork()"],),
+                                kwargs={"cwd": workspace}) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert leftovers() == []
+
+
+def test_deep_tree_is_removed_without_recursion(tmp_path: Path) -> None:
+    from safety.paths import safe_rmtree
+    top = tmp_path / "exec" / "run"
+    top.mkdir(parents=True)
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(4000):   # deeper than Python's recursion limit and PATH_MAX
+        os.mkdir("d", dir_fd=fd)
+        nxt = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    os.symlink(str(tmp_path), "escape", dir_fd=fd)
+    os.mkdir("locked", 0, dir_fd=fd)
+    os.close(fd)
+    (tmp_path / "keep.txt").write_text("keep")
+    assert safe_rmtree(top) is None
+    assert not top.exists() and (tmp_path / "keep.txt").read_text() == "keep"
+
+
+def test_what_cannot_be_removed_is_quarantined(tmp_path: Path) -> None:
+    """A mount point inside the run dir cannot be removed: it is moved away, unusable."""
+    import ctypes
+
+    from safety.paths import safe_rmtree
+    if os.geteuid() != 0:
+        pytest.skip("needs to mount a tmpfs")
+    top = tmp_path / "ws" / "exec" / "run"
+    (top / "busy").mkdir(parents=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"tmpfs", str(top / "busy").encode(), b"tmpfs", 0, b"size=1m") != 0:
+        pytest.skip("cannot mount here")
+    try:
+        note = safe_rmtree(top)
+        assert note and "quarantined at" in note and "\n" not in note
+        moved = next((tmp_path / "ws" / "quarantine").iterdir())
+        assert not top.exists() and (moved.stat().st_mode & 0o777) == 0
+    finally:
+        for path in (tmp_path / "ws").rglob("busy"):
+            libc.umount2(str(path).encode(), 2)
+
+
+def test_the_prompt_says_what_a_grant_gives() -> None:
+    assert "no local unix" in ApprovalRequest("s", "network").grants
+    assert "cannot grant" in ApprovalRequest("s", "files_outside").grants
+    assert "cannot install" in ApprovalRequest("s", "install").grants
