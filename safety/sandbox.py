@@ -2,13 +2,14 @@
 
 Levels, best first:
   bwrap     bubblewrap: user/pid/net/ipc/uts namespaces as uid 65534, --cap-drop ALL, only
-            the interpreter, venv, workspace and a tmpfs visible, seccomp filter.
+            the interpreter, venv, run dir and tmpfs visible, no /proc, seccomp filter.
   landlock  no user namespaces: Landlock (reads of the interpreter only, writes only in the
-            workspace, no TCP, no signals out) + seccomp (no sockets, no setsid, no ptrace).
-  rlimits   last resort: rlimits and an own process group. Loud warning; not a boundary.
+            run dir, no TCP, no signals out) + seccomp (no sockets, no setsid, no ptrace).
+  rlimits   last resort, only when the user opts in: rlimits and an own process group.
 Always: rlimits, a wall timeout that kills the whole tree, capped output, ``python -I``, a
-clean environment. When we run as root, a pids cgroup (if writable) caps the process count,
-since RLIMIT_NPROC does not bind uid 0.
+clean environment. When we run as root, every level runs the code as ``nobody`` (see
+``sandbox_identity``), in a private mount namespace where the run dir is a sized tmpfs, with a
+cgroup per run bounding memory, processes and CPU for the whole tree (see cgroup.py).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from safety.cgroup import RunCgroup
 LEVELS = ("bwrap", "landlock", "rlimits")
 SANDBOX_UID = 65534   # the uid inside bubblewrap's user namespace
 RLIMITS_WARNING = ("WARNING: no sandbox available (no user namespaces, no Landlock): generated "
-                   "code runs with only rlimits and its own process group. It can read your "
-                   "files and reach the network. Tier-2 code is refused unless you approve it.")
+                   "code would run with only rlimits and its own process group, able to read "
+                   "your files and reach the network, so it runs only with --allow-unsandboxed "
+                   "(and tier-2 code only with your explicit approval).")
 UNSANDBOXED_REFUSAL = ("no sandbox works here (neither bubblewrap nor Landlock), so generated code "
                        "is not run; install bubblewrap (bash setup.sh does), or accept the risk with "
                        "--allow-unsandboxed")
@@ -105,7 +107,7 @@ class Sandbox:
 
     def describe(self) -> str:
         """One line for the REPL banner and :status."""
-        text = {"bwrap": "bubblewrap (namespaces, uid 65534, no caps, seccomp, no network)",
+        text = {"bwrap": "bubblewrap (namespaces, unprivileged uid, no caps, seccomp, no network)",
                 "landlock": "Landlock + seccomp (workspace-only writes, no sockets)",
                 "rlimits": "rlimits only (NOT a sandbox)"}[self.level]
         return f"sandbox: {self.level} — {text}"
