@@ -321,13 +321,21 @@ def test_runtime_alone(case: Case, level: str, canaries: Canaries) -> None:
     run_dir = canaries.workspace / "exec" / f"run-{marker}"
     run_dir.mkdir(parents=True)
     box = Sandbox.probe(canaries.workspace, force_level=level, allow_unsandboxed=True)
+    before = set(canaries.workspace.rglob("*"))
     res = box.run_python(["-c", code], cwd=run_dir, timeout=case.timeout,
                          readonly=[canaries.skills], grants=case.grants)
     problems = case.check(res, run_dir) if case.check else []   # first: some wait for a bomb
     problems += canaries.violations(res.stdout + res.stderr)
     problems += [f"process left behind: {p}" for p in survivors(marker)]
+    problems += [f"created on the host, owned by root: {p}" for p in _root_owned(canaries.workspace, before)]
     assert not problems, (f"{problems}\n--- stdout ---\n{res.stdout[-800:]}"
                           f"\n--- stderr ---\n{res.stderr[-800:]}")
+
+
+def _root_owned(workspace: Path, before: set[Path]) -> list[Path]:
+    """Paths the run created under the workspace that belong to root (none should exist: the
+    code runs as nobody, on a private tmpfs that vanishes with it)."""
+    return [p for p in set(workspace.rglob("*")) - before if p.lstat().st_uid == 0] if ROOT else []
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
