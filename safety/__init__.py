@@ -126,7 +126,6 @@ def _run_in_exec_dir(name: str, module_source: str, test_source: str, workspace:
                      granted: frozenset[str]) -> TestRun:
     rel = f"exec/{name}-{secrets.token_hex(4)}"
     exec_dir = resolve_inside(workspace, rel)
-    note = None
     try:
         safe_write_text(workspace, f"{rel}/{name}.py", module_source)
         safe_write_text(workspace, f"{rel}/test_{name}.py", test_source)

@@ -25,8 +25,8 @@ import signal
 import stat
 import sys
 
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_SET_SECCOMP = 1, 38, 24, 47, 22
-SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF, SYS_CAPSET = 444, 445, 446, 126
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_SET_SECCOMP = 1, 38, 47, 22
+SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
@@ -179,18 +179,6 @@ def drop_to(uid, gid):
     check(LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")  # a uid change clears it
 
 
-def drop_capabilities():
-    """Empty the bounding, ambient, effective, permitted and inheritable sets."""
-    LIBC.prctl(PR_CAP_AMBIENT, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
-    with open("/proc/sys/kernel/cap_last_cap") as fh:
-        last = int(fh.read())
-    for cap in range(last + 1):
-        check(LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "dropping the capability bounding set")
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
-    data = (ctypes.c_uint32 * 6)()
-    check(LIBC.syscall(SYS_CAPSET, header, data), "capset")
-
-
 # -- 5. bubblewrap, or Landlock + seccomp here ------------------------------------------------
 
 def pipe_with(data):
@@ -268,8 +256,6 @@ def main(argv):
         set_rlimits(cfg["rlimits"])
         if cfg.get("drop"):
             drop_to(*cfg["drop"])
-        elif cfg.get("drop_caps") and os.geteuid() == 0:
-            drop_capabilities()
     except (OSError, ValueError) as err:
         sys.stderr.write(f"sandbox launcher: {err}\n")
         os._exit(126)

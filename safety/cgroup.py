@@ -186,7 +186,8 @@ def sweep(parent: Path) -> int:
 
 def leftovers() -> list[Path]:
     """Every run cgroup that exists now (the leak test's view)."""
-    parents = [p for p in [*(_v1_parents().values()), *([_v2_parent()[0]] if _v2_parent() else [])]]
+    v2 = _v2_parent()
+    parents = [*_v1_parents().values(), *([v2[0]] if v2 else [])]
     return [e for p in parents for e in p.iterdir() if e.name.startswith(PREFIX)]
 
 

@@ -45,13 +45,13 @@ IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 @functools.lru_cache(maxsize=16)
-def seccomp_program(*, network: bool, deny_all_sockets: bool = True, confine_group: bool) -> str:
+def seccomp_program(*, network: bool, confine_group: bool) -> str:
     """A seccomp-BPF program, hex-encoded, for the launcher (or bwrap) to load.
 
     network: a granted "network" need: IPv4/IPv6 sockets only (no unix, netlink, packet...);
     without it no socket() at all. socketpair() stays (asyncio's self-pipe needs it; the pair
     reaches nothing). confine_group: setsid/setpgid refused, so the process group we kill is
-    the whole tree. ``deny_all_sockets`` is kept for callers; sockets are always denied now.
+    the whole tree.
     """
     import pyseccomp as sc
 

@@ -175,8 +175,7 @@ class Sandbox:
             list(confine.NETWORK_ETC) if network else [])
         if self.level in ("bwrap", "landlock"):
             cfg["seccomp"] = confine.seccomp_program(
-                network=network, deny_all_sockets=self.level == "landlock",
-                confine_group=self.level == "landlock")
+                network=network, confine_group=self.level == "landlock")
         if identity:
             cfg["drop"] = list(identity)
             needs = [[p, False] for p in reads + [str(p) for p in ro]] + [[str(cwd), True]]
@@ -187,8 +186,6 @@ class Sandbox:
                 cfg["pidns"] = True
             cfg["mounts"]["scratch"] = {"path": str(cwd), "size": self.limits.scratch_size,
                                         "inodes": self.limits.scratch_inodes}
-        else:
-            cfg["drop_caps"] = self.level != "bwrap"
         if self.level == "landlock":
             read = reads + [str(p) for p in ro] + list(DEV_READ)
             cfg["landlock"] = confine.landlock_config(confine.landlock_abi(), read,
