@@ -213,7 +213,7 @@ def test_corrupted_file_stops_with_one_line_and_is_never_overwritten(
         assert str(memory.path) in message and str(memory.backup_path) in message
         assert ("restore the backup" in message) == with_backup and "move the file away" in message
     assert memory.path.read_bytes() == CORRUPT[name]
-    assert not memory.failure_log_path.exists()
+    assert list(memory.failure_log()) == []
 
 
 # -- directives -----------------------------------------------------------------------------------
@@ -299,16 +299,15 @@ def record(memory: Memory, i: int, *, skill: str = "json_validator", error: str 
                           iteration=i, directive_id=None)
 
 
-def test_failures_are_trimmed_in_memory_and_all_appended_to_jsonl(workspace: Path) -> None:
+def test_failures_are_trimmed_in_memory_and_all_kept_in_history(workspace: Path) -> None:
     memory = Memory(workspace, keep_failures=5)
     for i in range(1, 13):
         record(memory, i, skill="alpha" if i % 2 else "beta")
     doc = memory.read()
     assert [f["seq"] for f in doc["failures"]] == [8, 9, 10, 11, 12]
     assert doc["failures_total"] == 12
-    lines = memory.failure_log_path.read_text().splitlines()
-    assert [json.loads(line)["seq"] for line in lines] == list(range(1, 13))
     assert [f["seq"] for f in memory.failure_log()] == list(range(1, 13))
+    assert [f["seq"] for f in Memory(workspace).failure_log()] == list(range(1, 13))  # on disk
     assert [f["seq"] for f in memory.recent_failures(3)] == [12, 11, 10]
     assert [f["seq"] for f in memory.recent_failures(10, skill="alpha")] == [11, 9]
     summary = memory.summary()
@@ -328,18 +327,24 @@ def test_invalid_failure_is_not_logged_anywhere(workspace: Path) -> None:
     record(memory, 1)
     with pytest.raises(ValueError):
         record(memory, 2, category="weird")
-    assert len(memory.failure_log_path.read_text().splitlines()) == 1
+    assert len(list(memory.failure_log())) == 1
     assert memory.read()["failures_total"] == 1
 
 
-def test_torn_last_line_does_not_swallow_the_next_record(workspace: Path) -> None:
+def test_a_pre_v4_failure_log_moves_into_history_torn_line_and_all(workspace: Path) -> None:
     memory = Memory(workspace)
     record(memory, 1)
-    with open(memory.failure_log_path, "a") as handle:
-        handle.write('{"seq": 2, "ski')  # a crash mid-append
     record(memory, 2)
-    last = memory.failure_log_path.read_text().splitlines()[-1]
-    assert json.loads(last)["error"] == "AssertionError #2"
+    old = [{**f, "seq": n} for n, f in enumerate(memory.failure_log(), start=1)]
+    memory.legacy_log_path.write_text("".join(json.dumps(f) + "\n" for f in old) + '{"seq": 3, "ski')
+    memory.history.conn.execute("DELETE FROM failures")
+    notices = memory.recover()
+    assert notices == ["moved 2 logged failures from history/failures.jsonl into history/history.sqlite"]
+    assert [f["error"] for f in memory.failure_log()] == ["AssertionError #1", "AssertionError #2"]
+    assert not memory.legacy_log_path.exists()
+    assert memory.legacy_log_path.with_name("failures.jsonl.imported").is_file()
+    record(memory, 3)
+    assert [f["seq"] for f in memory.failure_log()] == [1, 2, 3]
 
 
 def test_similar_failures_ranks_by_shared_words(workspace: Path) -> None:

@@ -1,0 +1,154 @@
+"""history/history.sqlite: what grows without bound, kept out of memory.json.
+
+- ``failures``: every failure ever logged (memory.json keeps only a recent window);
+- ``runs``: one row per directive (goal, outcome, iterations, tokens, seconds), for ``:history``;
+- ``events``: each directive's audit trail: prompts, replies, code versions, gate findings, test
+  results, sandbox level, tokens and seconds, in order, for ``:history <n>``;
+- ``meta``: the digest of the last memory.json validated against the schema, so a start does
+  not validate 10,000 unchanged skills again.
+
+Why SQLite: these are append-mostly logs read by key and by recency ("the 20 latest directives",
+"directive X's events"), which a JSON Lines file answers only by scanning all of it. SQLite is in
+the standard library, transactional and crash-safe (WAL), and serializes writers from several
+agents on one workspace (busy timeout). LangGraph's checkpoints live in their own file
+(history/checkpoints.sqlite), owned by ``langgraph-checkpoint-sqlite``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS failures (
+    seq INTEGER PRIMARY KEY, skill TEXT NOT NULL, category TEXT NOT NULL, error TEXT NOT NULL,
+    code_snippet TEXT NOT NULL, timestamp TEXT NOT NULL, iteration INTEGER NOT NULL,
+    directive_id TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    directive_id TEXT PRIMARY KEY, goal TEXT NOT NULL, started TEXT NOT NULL, ended TEXT,
+    outcome TEXT, reason TEXT, skill TEXT, iterations INTEGER NOT NULL DEFAULT 0,
+    tokens INTEGER NOT NULL DEFAULT 0, seconds REAL NOT NULL DEFAULT 0, level TEXT,
+    model TEXT);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, directive_id TEXT NOT NULL, timestamp TEXT NOT NULL,
+    kind TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_directive ON events (directive_id, id);
+"""
+FAILURE_FIELDS = ("seq", "skill", "category", "error", "code_snippet", "timestamp", "iteration",
+                  "directive_id")
+RUN_FIELDS = ("directive_id", "goal", "started", "ended", "outcome", "reason", "skill", "iterations",
+              "tokens", "seconds", "level", "model")
+_ADD_FAILURE = ("INSERT OR REPLACE INTO failures (seq, skill, category, error, code_snippet, timestamp, "
+                "iteration, directive_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_ALL_FAILURES = ("SELECT seq, skill, category, error, code_snippet, timestamp, iteration, directive_id "
+                 "FROM failures ORDER BY seq")
+_SELECT_RUNS = ("SELECT directive_id, goal, started, ended, outcome, reason, skill, iterations, tokens, "
+                "seconds, level, model FROM runs")
+
+
+class History:
+    """One connection per process to history/history.sqlite, opened on first use."""
+
+    def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False,
+                                   isolation_level=None)  # autocommit; transactions are explicit
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; never corrupt
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        with self._lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(sql, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- meta ------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [(key, value)])
+
+    # -- failures --------------------------------------------------------------------------------
+
+    def add_failures(self, records: Iterable[dict[str, Any]]) -> None:
+        """Keep failure records; a record with a ``seq`` already kept replaces it (a write of
+        memory.json that failed after the log did leaves that seq to the next failure)."""
+        self._write(_ADD_FAILURE,
+                    ([record[f] for f in FAILURE_FIELDS] for record in records))
+
+    def failures(self) -> Iterator[dict[str, Any]]:
+        """Every failure ever logged, oldest first."""
+        cursor = self.conn.execute(_ALL_FAILURES)
+        for row in cursor:
+            yield dict(zip(FAILURE_FIELDS, row, strict=True))
+
+    def failure_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM failures").fetchone()[0]
+
+    # -- runs and their events -------------------------------------------------------------------
+
+    def start_run(self, directive_id: str, goal: str, started: str, model: str | None = None) -> None:
+        """Record that a directive started (again, when resumed: its row is kept and reopened)."""
+        self._write("INSERT INTO runs (directive_id, goal, started, model) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (directive_id) DO UPDATE SET ended = NULL, outcome = NULL, "
+                    "model = coalesce(excluded.model, model)", [(directive_id, goal, started, model)])
+
+    def end_run(self, directive_id: str, *, ended: str, outcome: str, reason: str | None,
+                skill: str | None, iterations: int, tokens: int, seconds: float,
+                level: str | None) -> None:
+        """Record how a directive (or this resumption of it) ended; tokens and seconds add up."""
+        self._write("UPDATE runs SET ended = ?, outcome = ?, reason = ?, skill = coalesce(?, skill), "
+                    "iterations = ?, tokens = tokens + ?, seconds = seconds + ?, "
+                    "level = coalesce(?, level) WHERE directive_id = ?",
+                    [(ended, outcome, reason, skill, iterations, tokens, seconds, level, directive_id)])
+
+    def recent_runs(self, n: int = 20) -> list[dict[str, Any]]:
+        """The ``n`` most recently started directives, newest first."""
+        rows = self.conn.execute(_SELECT_RUNS + " ORDER BY started DESC, rowid DESC LIMIT ?", (n,)).fetchall()
+        return [dict(zip(RUN_FIELDS, row, strict=True)) for row in rows]
+
+    def run(self, directive_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(_SELECT_RUNS + " WHERE directive_id = ?",
+                                (directive_id,)).fetchone()
+        return dict(zip(RUN_FIELDS, row, strict=True)) if row else None
+
+    def add_event(self, directive_id: str, timestamp: str, kind: str, data: dict[str, Any]) -> None:
+        self._write("INSERT INTO events (directive_id, timestamp, kind, data) VALUES (?, ?, ?, ?)",
+                    [(directive_id, timestamp, kind, json.dumps(data, ensure_ascii=False))])
+
+    def events(self, directive_id: str) -> Iterator[dict[str, Any]]:
+        """A directive's audit trail in order: ``{"timestamp", "kind", **data}`` each."""
+        cursor = self.conn.execute("SELECT timestamp, kind, data FROM events WHERE directive_id = ? "
+                                   "ORDER BY id", (directive_id,))
+        for timestamp, kind, data in cursor:
+            yield {"timestamp": timestamp, "kind": kind, **json.loads(data)}

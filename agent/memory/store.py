@@ -1,0 +1,486 @@
+"""``Memory``: memory.json, read and updated safely by any number of agents on one workspace.
+
+- Every write happens under a file lock, validated against the schema, atomically (temp file,
+  fsync, rename, fsync the dir); the previous file stays as ``memory.json.bak`` (a hard link, no
+  copy). A file that is not valid JSON or does not match the schema raises
+  :class:`MemoryCorrupted` and is never overwritten; a missing file with a backup is restored.
+- It stays fast at 10,000 skills. A process keeps the document it last read or wrote and the
+  file's identity (inode, size, mtime); while the file is unchanged it neither parses nor
+  validates it again, and an update validates and re-serializes only the items it changed (one
+  item per line in the file). A start skips validating a file this agent wrote itself (its
+  identity is recorded in history.sqlite next to the schema's digest).
+- The failure log beyond the recent window, and the audit trail, live in history/history.sqlite
+  (``History``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from filelock import FileLock, Timeout
+from jsonschema import ValidationError
+
+from agent.errors import AgentError, MemoryCorrupted
+from agent.memory.files import atomic_write, fsync_dir, link_backup, try_lock, unlock
+from agent.memory.history import History
+from agent.memory.migrations import migrate
+from agent.memory.schema import (
+    CURRENT_VERSION,
+    ERROR_MAX,
+    SECTIONS,
+    SNIPPET_MAX,
+    TRUNCATED,
+    check,
+    check_changed,
+    empty,
+    new_skill,
+    now,
+    one_line,
+    schema_digest,
+    truncate,
+)
+from agent.memory.similar import similar
+
+T = TypeVar("T")
+Stamp = tuple[int, int, int]  # (inode, size, mtime_ns): a rename always makes a new inode
+RESUMABLE = ("pending", "interrupted")
+
+
+class MemoryLocked(AgentError, TimeoutError):
+    """Another process held memory.json's lock for longer than the lock timeout."""
+
+
+class _Cached:
+    """The document as last read or written, the file identity it came from, and (once an
+    update needs it) each item's pristine copy and serialized line, by the item's identity."""
+
+    def __init__(self, doc: dict[str, Any], stamp: Stamp, raw: bytes) -> None:
+        self.doc, self.stamp, self.raw = doc, stamp, raw
+        self.items: dict[int, tuple[Any, Any, str]] | None = None
+
+    def index(self) -> dict[int, tuple[Any, Any, str]]:
+        """id(item) -> (item, its pristine copy, its line); built on first use (one more parse)."""
+        if self.items is None:
+            pristine = json.loads(self.raw)
+            self.items = {id(item): (item, copy, _dumps(copy)) for section in SECTIONS
+                          for item, copy in zip(self.doc[section], pristine[section], strict=True)}
+        return self.items
+
+
+def _dumps(item: Any) -> str:
+    return json.dumps(item, ensure_ascii=False)
+
+
+def _serialize(doc: dict[str, Any], lines: dict[str, list[str]]) -> bytes:
+    """The document with one item per line: readable, and cheap to rebuild from cached lines."""
+    parts = []
+    for key, value in doc.items():
+        if key in lines:
+            body = ",\n    ".join(lines[key])
+            parts.append(f'  "{key}": [\n    {body}\n  ]' if body else f'  "{key}": []')
+        else:
+            parts.append(f"  {_dumps(key)}: {_dumps(value)}")
+    return ("{\n" + ",\n".join(parts) + "\n}\n").encode("utf-8")
+
+
+def _stamp(stat: os.stat_result) -> Stamp:
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+class Memory:
+    """The workspace's memory.json (and its history.sqlite).
+
+    ``read()`` returns the live document: treat it as read-only (change it only through
+    ``update``), which is what lets a read cost nothing while the file is unchanged.
+    """
+
+    def __init__(self, workspace: Path | str, *, keep_failures: int = 200,
+                 lock_timeout: float = 30.0) -> None:
+        if keep_failures < 1:
+            raise ValueError("keep_failures must be at least 1")
+        self.workspace = Path(workspace)
+        self.path = self.workspace / "memory.json"
+        self.backup_path = self.workspace / "memory.json.bak"
+        self.lock_path = self.workspace / "memory.json.lock"
+        self.legacy_log_path = self.workspace / "history" / "failures.jsonl"  # before v4
+        self.running_dir = self.workspace / "history" / "running"
+        self.history = History(self.workspace / "history" / "history.sqlite")
+        self.keep_failures = keep_failures
+        self.lock_timeout = lock_timeout
+        self._lock = FileLock(self.lock_path)
+        self._in_update = False
+        self._log_pending: list[dict[str, Any]] = []  # failures to log once the update is valid
+        self._cache: _Cached | None = None
+        self._running: dict[str, int] = {}  # directive id -> fd of its liveness lock
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _corrupted(self, reason: str) -> MemoryCorrupted:
+        backup = (f"restore the backup ({self.backup_path})" if self.backup_path.exists()
+                  else f"there is no backup ({self.backup_path} does not exist), so")
+        return MemoryCorrupted(
+            f"{self.path} is corrupted: {reason}; nothing was changed. To recover, {backup} "
+            f"move the file away (mv {self.path} {self.path}.broken) to start an empty memory.")
+
+    def _validated_mark(self, stamp: Stamp) -> str:
+        return f"{schema_digest()}:{stamp[0]}:{stamp[1]}:{stamp[2]}"
+
+    def _parse(self, raw: bytes, stamp: Stamp | None, path: Path | None = None) -> tuple[dict[str, Any], int]:
+        """Parse, migrate and validate file bytes; a file this agent wrote is not validated again."""
+        path = path or self.path
+        try:
+            doc = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise self._corrupted(f"not valid JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise self._corrupted(f"the top level is a {type(doc).__name__}, not an object")
+        if (stamp is not None and doc.get("version") == CURRENT_VERSION
+                and self.history.get_meta(str(path)) == self._validated_mark(stamp)):
+            return doc, CURRENT_VERSION
+        try:
+            doc, version = migrate(doc)
+            check(doc)
+        except ValidationError as exc:
+            raise self._corrupted(f"does not match its schema ({one_line(exc)})") from None
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise self._corrupted(f"cannot be migrated ({exc})".replace("\n", " ")) from None
+        if stamp is not None and version == CURRENT_VERSION:
+            self.history.set_meta(str(path), self._validated_mark(stamp))
+        return doc, version
+
+    def _current(self) -> tuple[dict[str, Any], int, _Cached | None]:
+        """The document now on disk: (doc, the version it had, its cache entry or None)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._cache = None
+            return empty(), CURRENT_VERSION, None
+        with os.fdopen(fd, "rb") as handle:
+            stamp = _stamp(os.fstat(handle.fileno()))
+            if self._cache is not None and self._cache.stamp == stamp:
+                return self._cache.doc, CURRENT_VERSION, self._cache
+            raw = handle.read()
+        doc, version = self._parse(raw, stamp)
+        self._cache = _Cached(doc, stamp, raw) if version == CURRENT_VERSION else None
+        return doc, version, self._cache
+
+    def read(self) -> dict[str, Any]:
+        """The validated memory (live: do not mutate it); an empty one when there is no file."""
+        return self._current()[0]
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=self.lock_timeout)
+        except Timeout:
+            raise MemoryLocked(f"{self.lock_path} is held by another process (waited "
+                               f"{self.lock_timeout:g} s); is another agent running?") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def update(self, fn: Callable[[dict[str, Any]], T]) -> T:
+        """Lock, load, let ``fn`` mutate the doc, validate, write atomically with a backup.
+
+        Returns ``fn``'s result. If ``fn`` raises or leaves an invalid doc, nothing is written
+        (an invalid doc raises ``ValueError``). A doc that did not change is not rewritten, so
+        the backup keeps the previous real version.
+        """
+        if self._in_update:
+            raise RuntimeError("Memory.update is not reentrant: do all the work in one fn")
+        with self._locked():
+            self._in_update = True
+            try:
+                self._restore_if_missing()
+                doc, version, cached = self._current()
+                index = cached.index() if cached is not None else {}
+                if version < CURRENT_VERSION:  # migrated: its failures are new to the log
+                    self._log_pending = list(doc["failures"])
+                result = fn(doc)
+                doc["failures"] = doc["failures"][-self.keep_failures:]
+                data, lines = self._validated_bytes(doc, index)
+                if cached is None or data != cached.raw:
+                    self._save(cached, data, version, doc, lines)
+                return result
+            except BaseException:
+                self._cache = None  # fn may have changed the live doc: read the file again
+                raise
+            finally:
+                self._in_update = False
+                self._log_pending = []
+
+    def _validated_bytes(self, doc: dict[str, Any], index: dict[int, tuple[Any, Any, str]]
+                         ) -> tuple[bytes, dict[int, tuple[Any, Any, str]]]:
+        """Check the items that changed (all of them without an index) and serialize the doc."""
+        changed: dict[str, list[tuple[int, Any]]] = {}
+        lines: dict[str, list[str]] = {}
+        fresh: dict[int, tuple[Any, Any, str]] = {}
+        try:
+            for section in SECTIONS:
+                out = lines[section] = []
+                for position, item in enumerate(doc.get(section) or []):
+                    known = index.get(id(item))
+                    if known is not None and known[0] is item and known[1] == item:
+                        fresh[id(item)] = known
+                        out.append(known[2])
+                        continue
+                    changed.setdefault(section, []).append((position, item))
+                    line = _dumps(item)
+                    fresh[id(item)] = (item, json.loads(line), line)
+                    out.append(line)
+            check_changed(doc, changed)
+        except ValidationError as exc:
+            raise ValueError(f"memory update rejected, {self.path} unchanged: {one_line(exc)}") from exc
+        except (TypeError, AttributeError) as exc:  # not JSON, or a section that is not a list
+            raise ValueError(f"memory update rejected, {self.path} unchanged: {exc}") from exc
+        return _serialize(doc, lines), fresh
+
+    def _save(self, cached: _Cached | None, data: bytes, version: int, doc: dict[str, Any],
+              items: dict[int, tuple[Any, Any, str]]) -> None:
+        """Log pending failures, back up the old file, replace it. Caller holds the lock."""
+        if self._log_pending:
+            self.history.add_failures(self._log_pending)
+        if self.path.exists():
+            if version < CURRENT_VERSION:  # keep the pre-migration file for good
+                keep = self.path.with_name(f"memory.json.v{version}")
+                if not keep.exists():
+                    atomic_write(keep, self.path.read_bytes())
+            link_backup(self.path, self.backup_path)
+        atomic_write(self.path, data)
+        fsync_dir(self.workspace)
+        stamp = _stamp(os.stat(self.path))
+        self._cache = _Cached(doc, stamp, data)
+        self._cache.items = items
+        self.history.set_meta(str(self.path), self._validated_mark(stamp))
+
+    # -- recovery --------------------------------------------------------------------------------
+
+    def _restore_if_missing(self) -> str | None:
+        """memory.json gone but its backup here: restore the backup (validated), never start
+        empty over it. Returns a one-line notice. Caller holds the lock."""
+        if self.path.exists() or not self.backup_path.exists():
+            return None
+        raw = self.backup_path.read_bytes()
+        try:
+            doc, _ = self._parse(raw, None, self.backup_path)
+        except MemoryCorrupted as err:
+            raise MemoryCorrupted(f"{self.path} is missing and its backup cannot be used: "
+                                  f"{str(err).split(': ', 1)[-1].split('; nothing')[0]}; move "
+                                  f"{self.backup_path} away to start an empty memory") from None
+        atomic_write(self.path, raw)
+        fsync_dir(self.workspace)
+        return (f"memory.json was missing: restored it from memory.json.bak "
+                f"({len(doc['skills'])} skills, {len(doc['directives'])} directives)")
+
+    def recover(self) -> list[str]:
+        """What a start does: restore a missing memory.json from its backup, move a pre-v4
+        failure log into history.sqlite, and mark directives whose process died (``running``
+        with nobody holding their lock) ``interrupted`` / ``cut_off``. Returns one-line notices."""
+        notices = []
+        with self._locked():
+            restored = self._restore_if_missing()
+            if restored:
+                notices.append(restored)
+            imported = self._import_legacy_log()
+            if imported:
+                notices.append(imported)
+        cut = self.update(self._mark_cut_off)
+        if cut:
+            notices.append(f"{cut} directive{'s' if cut > 1 else ''} stopped when the agent did "
+                           "(cut off): :resume continues them")
+        return notices
+
+    def _import_legacy_log(self) -> str | None:
+        """history/failures.jsonl (before v4) -> history.sqlite; the file is kept, renamed."""
+        if not self.legacy_log_path.is_file():
+            return None
+        records = []
+        with open(self.legacy_log_path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                    records.append({f: record[f] for f in ("seq", "skill", "category", "error",
+                                                            "code_snippet", "timestamp", "iteration")}
+                                   | {"directive_id": record.get("directive_id")})
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line torn by a crash
+        self.history.add_failures(records)
+        os.replace(self.legacy_log_path, self.legacy_log_path.with_name("failures.jsonl.imported"))
+        return f"moved {len(records)} logged failures from history/failures.jsonl into history/history.sqlite"
+
+    def _mark_cut_off(self, doc: dict[str, Any]) -> int:
+        count = 0
+        for item in doc["directives"]:
+            if item["status"] == "running" and not self.directive_alive(item["id"]):
+                item.update(status="interrupted", reason="cut_off", updated_at=now())
+                count += 1
+        return count
+
+    # -- directives ------------------------------------------------------------------------------
+
+    def add_directive(self, goal: str, max_iterations: int, skill: str | None = None) -> str:
+        """Record a directive as ``pending`` before any work starts; return its id. ``skill`` is
+        the name the user asked for, if any (a resumed directive plans under it again)."""
+        directive_id = uuid.uuid4().hex[:12]
+        stamp = now()
+        self.update(lambda doc: doc["directives"].append({
+            "id": directive_id, "goal": goal, "status": "pending", "created_at": stamp,
+            "updated_at": stamp, "skill": skill, "iterations": 0, "reason": None,
+            "max_iterations": max_iterations}))
+        return directive_id
+
+    def _set_directive(self, directive_id: str, **fields: Any) -> None:
+        def apply(doc: dict[str, Any]) -> None:
+            for item in doc["directives"]:
+                if item["id"] == directive_id:
+                    item.update(fields, updated_at=now())
+                    return
+            raise KeyError(f"no directive {directive_id!r} in {self.path}")
+        self.update(apply)
+
+    def _lock_path(self, directive_id: str) -> Path:
+        return self.running_dir / f"{directive_id}.lock"
+
+    def start_directive(self, directive_id: str) -> None:
+        """Mark a directive ``running``, holding a lock that dies with this process."""
+        if directive_id not in self._running:
+            fd = try_lock(self._lock_path(directive_id))
+            if fd is None:
+                raise AgentError(f"directive {directive_id} is running in another agent")
+            self._running[directive_id] = fd
+        try:
+            self._set_directive(directive_id, status="running", reason=None)
+        except BaseException:
+            unlock(self._running.pop(directive_id), self._lock_path(directive_id))
+            raise
+
+    def finish_directive(self, directive_id: str, *, status: str, reason: str | None,
+                         skill: str | None, iterations: int, error: str | None = None) -> None:
+        """Record how a directive ended (``pending`` again is allowed: model unavailable)."""
+        extra = {"error": truncate(" ".join(error.split()), ERROR_MAX)} if error else {}
+        try:
+            self._set_directive(directive_id, status=status, reason=reason, skill=skill,
+                                iterations=iterations, **extra)
+        finally:  # released after the record: a reader never sees it running with nobody behind it
+            fd = self._running.pop(directive_id, None)
+            if fd is not None:
+                unlock(fd, self._lock_path(directive_id))
+
+    def directive_alive(self, directive_id: str) -> bool:
+        """Whether some process (this one included) is running the directive now."""
+        if directive_id in self._running:
+            return True
+        fd = try_lock(self._lock_path(directive_id))
+        if fd is None:
+            return True
+        unlock(fd, self._lock_path(directive_id))
+        return False
+
+    def directive(self, directive_id: str) -> dict[str, Any] | None:
+        """One directive's record (a copy), or None."""
+        found = next((d for d in self.read()["directives"] if d["id"] == directive_id), None)
+        return dict(found) if found else None
+
+    def pending_directives(self) -> list[dict[str, Any]]:
+        """Directives recorded but not started (or sent back to pending), oldest first."""
+        return [d for d in self.read()["directives"] if d["status"] == "pending"]
+
+    def resumable_directives(self) -> list[dict[str, Any]]:
+        """Directives that can be continued: pending, interrupted, or cut off (oldest first); a
+        ``running`` one whose process is gone counts as cut off."""
+        return [dict(d, reason="cut_off") if d["status"] == "running" else d
+                for d in self.read()["directives"]
+                if d["status"] in RESUMABLE or (d["status"] == "running" and not self.directive_alive(d["id"]))]
+
+    # -- skills and grants -----------------------------------------------------------------------
+
+    def upsert_skill(self, name: str, **fields: Any) -> None:
+        """Insert or update a skill; sets ``created_at`` on insert and ``updated_at`` always."""
+        def apply(doc: dict[str, Any]) -> None:
+            stamp = now()
+            for skill in doc["skills"]:
+                if skill["name"] == name:
+                    skill.update(fields, updated_at=stamp)
+                    return
+            doc["skills"].append({**new_skill(name, stamp), **fields, "updated_at": stamp})
+        self.update(apply)
+
+    def get_skill(self, name: str) -> dict[str, Any] | None:
+        """The skill entry (a copy), or ``None``."""
+        found = next((s for s in self.read()["skills"] if s["name"] == name), None)
+        return json.loads(_dumps(found)) if found is not None else None
+
+    def load_grants(self, skill: str) -> dict[str, str]:
+        """The remembered grants of ``skill`` (need -> "always" | "deny")."""
+        entry = self.get_skill(skill)
+        return dict(entry["approvals"]) if entry else {}
+
+    def save_grant(self, skill: str, need: str, decision: str) -> None:
+        """Remember a grant on the skill, creating an ``untested`` skill entry if needed."""
+        def apply(doc: dict[str, Any]) -> None:
+            entry = next((s for s in doc["skills"] if s["name"] == skill), None)
+            if entry is None:
+                entry = new_skill(skill, now())
+                doc["skills"].append(entry)
+            entry["approvals"][need] = decision
+            entry["updated_at"] = now()
+        self.update(apply)
+
+    def revoke_grant(self, skill: str, need: str) -> bool:
+        """Forget one grant; ``True`` if there was one."""
+        def apply(doc: dict[str, Any]) -> bool:
+            entry = next((s for s in doc["skills"] if s["name"] == skill), None)
+            return entry is not None and entry["approvals"].pop(need, None) is not None
+        return self.update(apply)
+
+    def all_grants(self) -> dict[str, dict[str, str]]:
+        """Every skill's grants, skills without any left out."""
+        return {s["name"]: dict(s["approvals"]) for s in self.read()["skills"] if s["approvals"]}
+
+    # -- failures --------------------------------------------------------------------------------
+
+    def record_failure(self, *, skill: str, error: str, category: str, code_snippet: str,
+                       iteration: int, directive_id: str | None) -> None:
+        """Log a failure: kept in history.sqlite for good and among memory.json's recent ones."""
+        def apply(doc: dict[str, Any]) -> None:
+            doc["failures_total"] += 1
+            record = {"seq": doc["failures_total"], "skill": skill,
+                      "error": truncate(error, ERROR_MAX), "category": category,
+                      "code_snippet": truncate(code_snippet, SNIPPET_MAX, TRUNCATED),
+                      "timestamp": now(), "iteration": iteration, "directive_id": directive_id}
+            doc["failures"].append(record)
+            self._log_pending.append(record)
+        self.update(apply)
+
+    def recent_failures(self, n: int = 10, skill: str | None = None) -> list[dict[str, Any]]:
+        """Up to ``n`` of the most recent failures (newest first), optionally for one skill."""
+        failures = reversed(self.read()["failures"])
+        return [f for f in failures if skill is None or f["skill"] == skill][:n]
+
+    def similar_failures(self, text: str, n: int = 3) -> list[dict[str, Any]]:
+        """The recent failures sharing most words with ``text`` (cosine over token sets)."""
+        return similar(text, self.read()["failures"], n)
+
+    def failure_log(self) -> Iterator[dict[str, Any]]:
+        """Every failure ever logged, oldest first (from history.sqlite)."""
+        return self.history.failures()
+
+    def summary(self) -> dict[str, Any]:
+        """Skills by status, failures logged, the 5 latest failures, pending directives."""
+        doc = self.read()
+        by_status = Counter(s["status"] for s in doc["skills"])
+        return {"skills": {status: by_status.get(status, 0) for status in ("working", "untested", "failed")},
+                "failures": doc["failures_total"],
+                "recent_failures": list(reversed(doc["failures"][-5:])),
+                "pending_directives": [d for d in doc["directives"] if d["status"] == "pending"]}
