@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import sqlite3
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 
 import safety
@@ -16,17 +20,17 @@ from agent.analysis import report_from_outcome
 from agent.checks import Observed
 from agent.config import Settings, load_settings
 from agent.errors import AgentError, ModelUnavailable
-from agent.graph import build_graph, recursion_limit
 from agent.library import SkillLibrary
 from agent.llm import load_model
 from agent.llm.base import Completion, Model, Request, TokenCallback
 from agent.llm.common import Deadline
 from agent.memory import Memory, now
+from agent.memory.files import temp_debris, try_lock
 from agent.nodes import Deps, Event
 from agent.spec import leading_literal, new_evidence, parse_examples, tests_from_examples
 from agent.state import LoopState, SkillSpec, TestReport
 from safety.approvals import ApprovalRequest, Approvals, Decision
-from safety.paths import validate_skill_name
+from safety.paths import safe_rmtree, validate_skill_name
 from safety.sandbox import Sandbox
 
 
@@ -69,28 +73,70 @@ def _seen(observed: list[Observed], call: str) -> str:
     return next((o.result for o in observed if o.call == call), "?")
 
 
-class _Run:
-    """One directive's life: the loop's invocations, its progress, and how it ended."""
+OUTPUT_KEPT = 4000  # characters of a test run's output kept in the audit trail
+RESUMABLE_REASONS = {"pending": "pending", "interrupted": "interrupted", "cut_off": "cut off"}
 
-    def __init__(self, agent: AutonomousAgent, goal: str, directive_id: str, skill: str | None) -> None:
+
+class _Run:
+    """One directive's life: the loop's invocations, its progress, its audit trail, how it ended."""
+
+    def __init__(self, agent: AutonomousAgent, goal: str, directive_id: str, skill: str | None,
+                 max_iterations: int) -> None:
         self.agent, self.goal, self.directive_id = agent, goal, directive_id
         self.skill, self.iteration, self.tokens, self.saved = skill, 0, 0, False
+        self.max_iterations, self.level = max_iterations, ""
         self.started = time.monotonic()
+        self.tokens_before = 0  # tokens a resumed directive had spent before this run
+
+    def audit(self, kind: str, **data: object) -> None:
+        self.agent.memory.history.add_event(self.directive_id, now(), kind, data)
 
     def emit(self, event: Event) -> None:
         self.iteration = max(self.iteration, event.iteration)
         if event.phase == "SAVE":
             self.saved = True
+        self.audit("event", phase=event.phase, message=event.message, iteration=event.iteration,
+                   tokens=event.tokens, seconds=round(event.seconds, 3))
         if self.agent.on_event:
             self.agent.on_event(event)
 
-    def loop(self, state: LoopState) -> LoopState:
-        """Run the graph from ``state`` (a fresh directive, or one resumed with a spec)."""
+    def execute(self, name: str, module_source: str, test_source: str) -> safety.SafetyOutcome:
+        """The agent's one safety path, with the code, the gates' findings and the result audited."""
+        outcome = self.agent.execute(name, module_source, test_source)
+        run = outcome.run
+        if run is not None:
+            self.level = run.level
+        self.audit("test_run", skill=name, code=module_source, tests=test_source, tier=int(outcome.verdict.tier),
+                   findings=[f"{f.filename}:{f.line} {f.rule}: {f.message}" for f in outcome.verdict.findings],
+                   blocked=outcome.blocked, reason=outcome.reason, granted=sorted(outcome.granted),
+                   level=run.level if run else "", passed=run.passed if run else 0,
+                   failed=run.failed if run else 0, errors=run.errors if run else 0,
+                   seconds=round(run.seconds, 3) if run else 0.0,
+                   output=run.output[-OUTPUT_KEPT:] if run else "")
+        return outcome
+
+    def on_call(self, phase: str, request: Request, completion: Completion) -> None:
+        self.audit("model_call", phase=phase, model=completion.model, temperature=request.temperature,
+                   prompt=request.prompt if request.prompt is not None else request.messages,
+                   reply=completion.text, tokens_in=completion.tokens_in, tokens_out=completion.tokens_out,
+                   seconds=round(completion.seconds, 3))
+        self.agent._log_call(self.directive_id, phase, request, completion)
+
+    def config(self, max_iterations: int | None = None) -> dict:
+        from agent.graph import recursion_limit
+        return {"configurable": {"thread_id": self.directive_id},
+                "recursion_limit": recursion_limit(max_iterations or self.max_iterations)}
+
+    def loop(self, state: LoopState | None) -> LoopState:
+        """Run the graph from ``state`` (a fresh directive, or one resumed with a spec), or with
+        None from the directive's last checkpoint (each completed node is one)."""
+        from agent.graph import build_graph  # LangGraph costs half a second to import: not at start
+
         agent = self.agent
-        deps = Deps(model=agent.model, execute=agent.execute, memory=agent.memory, library=agent.library,
-                    emit=self.emit, on_token=agent.on_token, on_call=partial(agent._log_call, self.directive_id))
-        final = build_graph(deps).invoke(
-            state, config={"recursion_limit": recursion_limit(state["max_iterations"])})
+        deps = Deps(model=agent.model, execute=self.execute, memory=agent.memory, library=agent.library,
+                    emit=self.emit, on_token=agent.on_token, on_call=self.on_call)
+        final = build_graph(deps, checkpointer=agent.checkpointer).invoke(
+            state, config=self.config(state["max_iterations"] if state else None), durability="sync")
         self.tokens = final.get("tokens", self.tokens)
         if final.get("spec"):
             self.skill = final["spec"]["name"]
@@ -109,11 +155,18 @@ class _Run:
             path: Path | None = None, error: str | None = None) -> DirectiveResult:
         skill = skill or self.skill
         recorded = "done" if status in ("working", "untested") else status  # a directive is done
-        self.agent.memory.finish_directive(self.directive_id, status=recorded, reason=reason, skill=skill,
-                                           iterations=self.iteration, error=error)
+        memory, seconds = self.agent.memory, round(time.monotonic() - self.started, 2)
+        memory.finish_directive(self.directive_id, status=recorded, reason=reason, skill=skill,
+                                iterations=self.iteration, error=error)
+        self.audit("end", status=status, reason=reason, message=message, skill=skill,
+                   iterations=self.iteration, tokens=self.tokens, seconds=seconds)
+        memory.history.end_run(self.directive_id, ended=now(), outcome=status, reason=reason, skill=skill,
+                               iterations=self.iteration, tokens=max(0, self.tokens - self.tokens_before),
+                               seconds=seconds, level=self.level or None)
+        if recorded not in ("pending", "interrupted", "crashed"):  # nothing left to resume
+            self.agent.forget_checkpoints(self.directive_id)
         return DirectiveResult(self.goal, self.directive_id, skill, status, self.iteration,
-                               self.agent.settings.max_iter, reason, path, message, self.tokens,
-                               round(time.monotonic() - self.started, 2))
+                               self.max_iterations, reason, path, message, self.tokens, seconds)
 
 
 class AutonomousAgent:
@@ -141,17 +194,59 @@ class AutonomousAgent:
         self.settings = replace(base, **overrides)
         self.workspace = self.settings.workspace.resolve()
         self.workspace.mkdir(parents=True, exist_ok=True)
+        self.on_event, self.on_token, self.on_call, self.on_notice = on_event, on_token, on_call, on_notice
         self.memory = Memory(self.workspace)
-        self.memory.read()  # a corrupted memory.json stops us here, before any work
         self.library = SkillLibrary(self.workspace)
         self.calls_log = self.workspace / "history" / "model_calls.jsonl"
         self.calls_log.parent.mkdir(exist_ok=True)
+        # a corrupted memory.json stops us here, before any work; one-line notices say what a
+        # start repaired (a restored memory.json, debris of killed runs, directives cut off)
+        self.notices = self._clean_start() + self.memory.recover()
+        for notice in self.notices:
+            if on_notice:
+                on_notice(notice)
         self.approvals = Approvals(self.memory, self.workspace / "history" / "approvals.log",
                                    ask=approve, auto_approve=self.settings.yes)
-        self.on_event, self.on_token, self.on_call, self.on_notice = on_event, on_token, on_call, on_notice
         self._model: Model | None = (None if isinstance(model, str) or model is None
                                      else Deadline(model, self.settings.model_timeout))
         self._sandbox: Sandbox | None = None
+        self._checkpointer = None
+
+    def _clean_start(self) -> list[str]:
+        """Remove what killed runs left (run directories, temp files), unless another agent is
+        using this workspace now. Every agent holds a shared lock on history/agent.lock for its
+        life; getting it exclusively first proves nobody else is here. Links are never followed."""
+        lock = self.workspace / "history" / "agent.lock"
+        fd = try_lock(lock)
+        if fd is None:  # another agent lives: its runs are not debris
+            fd = try_lock(lock, shared=True)
+            if fd is not None:
+                weakref.finalize(self, os.close, fd)
+            return []
+        removed, notes = 0, []
+        try:
+            exec_dir = self.workspace / "exec"
+            if exec_dir.is_dir() and not exec_dir.is_symlink():
+                for entry in exec_dir.iterdir():
+                    note = safe_rmtree(entry) if entry.is_dir() and not entry.is_symlink() else None
+                    if not (entry.is_dir() and not entry.is_symlink()):
+                        with contextlib.suppress(OSError):
+                            entry.unlink()
+                    removed += 1
+                    if note:
+                        notes.append(note)
+            for path in temp_debris(self.workspace, self.library.skills_dir, self.library.skills_dir / "tests",
+                                    self.workspace / "history"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            weakref.finalize(self, os.close, fd)
+        if removed:
+            notes.insert(0, f"removed {removed} leftover{'s' if removed > 1 else ''} of killed runs "
+                            "(run directories, temp files)")
+        return notes
 
     # -- lazily built, once per agent ----------------------------------------------------------
 
@@ -190,19 +285,67 @@ class AutonomousAgent:
         with no expected values behind it, and answers per call (see ``Confirm``); without it the
         skill stays ``untested``. KeyboardInterrupt records ``interrupted`` and propagates; a
         model the user must fix leaves the directive ``pending``; any other error ends it
-        ``crashed`` with the error, never stuck ``running``.
+        ``crashed`` with the error, never stuck ``running``. ``resume`` continues the first two.
         """
         goal = " ".join(goal.split())
         if not goal:
             raise AgentError("a directive needs a goal, e.g. :directive Create a JSON validator skill")
         if skill_name is not None:
             validate_skill_name(skill_name)
-        directive_id = self.memory.add_directive(goal, self.settings.max_iter)
-        run = _Run(self, goal, directive_id, skill_name)
+        directive_id = self.memory.add_directive(goal, self.settings.max_iter, skill=skill_name)
+        run = _Run(self, goal, directive_id, skill_name, self.settings.max_iter)
+        return self._drive(run, {"goal": goal, "skill_name": skill_name, "directive_id": directive_id,
+                                 "max_iterations": self.settings.max_iter}, confirm)
+
+    def resumable(self) -> list[dict]:
+        """Directives ``resume`` can continue (pending, interrupted, cut off), oldest first."""
+        return self.memory.resumable_directives()
+
+    def resume(self, directive_id: str | None = None, *, confirm: Confirm | None = None) -> DirectiveResult:
+        """Continue a directive that did not end: the most recent one, or ``directive_id`` (a
+        unique prefix will do). It goes on from its last completed step (plan, write, test,
+        analyze), so a plan or a tested version is not made again."""
+        waiting = self.resumable()
+        if not waiting:
+            raise AgentError("nothing to resume: no directive is pending, interrupted or cut off")
+        if directive_id is None:
+            directive = waiting[-1]
+        else:
+            matches = [d for d in waiting if d["id"].startswith(directive_id.strip())]
+            if len(matches) != 1:
+                ids = ", ".join(d["id"] for d in waiting[-5:])
+                raise AgentError(f"{'no' if not matches else 'more than one'} resumable directive matches "
+                                 f"{directive_id!r} (resumable: {ids})")
+            directive = matches[0]
+        run = _Run(self, directive["goal"], directive["id"], directive["skill"], directive["max_iterations"])
+        state = self.checkpointed(directive["id"])
+        if state is None:  # it stopped before its first step ended: start it over
+            return self._drive(run, {"goal": directive["goal"], "skill_name": directive["skill"],
+                                     "directive_id": directive["id"],
+                                     "max_iterations": directive["max_iterations"]}, confirm)
+        run.iteration, run.tokens = state.get("iteration", 0), state.get("tokens", 0)
+        run.tokens_before = run.tokens
+        if self.on_event:
+            self.on_event(Event("RESUME", f"from the last completed step (iteration {run.iteration})",
+                                run.iteration, directive["max_iterations"], run.tokens))
+        return self._drive(run, None, confirm)
+
+    def checkpointed(self, directive_id: str) -> LoopState | None:
+        """The loop state a directive's last completed step left, or None."""
+        from agent.graph import build_graph
+
+        graph = build_graph(None, checkpointer=self.checkpointer)  # type: ignore[arg-type]
+        snapshot = graph.get_state({"configurable": {"thread_id": directive_id}})
+        return dict(snapshot.values) if snapshot.values else None  # type: ignore[return-value]
+
+    def _drive(self, run: _Run, state: LoopState | None, confirm: Confirm | None) -> DirectiveResult:
+        """Run the loop from ``state`` (None: from the checkpoint) to the directive's recorded end."""
+        memory = self.memory
+        memory.history.start_run(run.directive_id, run.goal, now(), model=self._model_name())
+        run.audit("start", goal=run.goal, resumed=state is None, max_iterations=run.max_iterations)
         try:
-            self.memory.start_directive(directive_id)
-            final = run.loop({"goal": goal, "skill_name": skill_name, "directive_id": directive_id,
-                              "max_iterations": self.settings.max_iter})
+            memory.start_directive(run.directive_id)
+            final = run.loop(state)
             if final.get("reason") == "passed" and confirm is not None:
                 final = self._ask_the_user(run, final, confirm)
         except ModelUnavailable as err:
@@ -211,11 +354,31 @@ class AutonomousAgent:
             run.end("interrupted", "interrupted", "interrupted by the user")
             raise
         except Exception as err:  # noqa: BLE001 - a bug must not leave the directive running
-            self._log_crash(directive_id)
+            self._log_crash(run.directive_id)
             error = f"{type(err).__name__}: {err}"
             return run.end("crashed", "crashed", f"the directive crashed ({error}); details in "
                            "history/crashes.log", error=error)
         return self._finish(final, run)
+
+    def _model_name(self) -> str | None:
+        return self._model.name if self._model is not None else None
+
+    @property
+    def checkpointer(self):
+        """LangGraph's SQLite checkpointer (history/checkpoints.sqlite), one per agent."""
+        if self._checkpointer is None:
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            conn = sqlite3.connect(self.workspace / "history" / "checkpoints.sqlite", check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._checkpointer = SqliteSaver(conn)
+            weakref.finalize(self, conn.close)
+        return self._checkpointer
+
+    def forget_checkpoints(self, directive_id: str) -> None:
+        """Drop a directive's checkpoints once it ended for good (there is nothing to resume)."""
+        if self._checkpointer is not None or (self.workspace / "history" / "checkpoints.sqlite").exists():
+            self.checkpointer.delete_thread(directive_id)
 
     def _ask_the_user(self, run: _Run, final: LoopState, confirm: Confirm) -> LoopState:
         """Show the probes' actual results; confirmed and corrected values become tests. A

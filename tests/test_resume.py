@@ -1,0 +1,188 @@
+"""Nothing lost, nothing stuck: resume from the last completed step, cut-off directives, clean
+starts, a restored memory.json, and the audit trail of every directive."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.errors import AgentError, MemoryCorrupted, ModelUnavailable
+from agent.memory import Memory
+from tests.conftest import FakeModel
+from tests.test_loop import GOOD, PLAN, WRONG, make_agent
+
+GOAL = "Create a skill that adds two numbers"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_interrupted_directive_resumes_from_its_last_step_not_from_scratch(workspace):
+    model = FakeModel([PLAN, WRONG, KeyboardInterrupt()])
+    agent = make_agent(workspace, model)
+    with pytest.raises(KeyboardInterrupt):
+        agent.run(GOAL)
+    (waiting,) = agent.resumable()
+    assert (waiting["status"], waiting["reason"]) == ("interrupted", "interrupted")
+    asked_before = len(model.history)
+
+    model.enqueue(GOOD)
+    result = agent.resume()
+    assert (result.status, result.directive_id) == ("working", waiting["id"])
+    assert result.iterations == 2  # the wrong version counted: iteration 1 was not done again
+    after = model.prompts()[asked_before:]
+    assert len(after) == 1 and "a - b" in after[0]  # no new plan; the failure was fed back
+    assert agent.resumable() == []
+    assert agent.memory.directive(waiting["id"])["status"] == "done"
+    assert agent.checkpointed(waiting["id"]) is None  # ended for good: its checkpoints are gone
+
+
+def test_resume_survives_a_new_agent_on_the_same_workspace(workspace):
+    first = make_agent(workspace, FakeModel([PLAN, KeyboardInterrupt()]))
+    with pytest.raises(KeyboardInterrupt):
+        first.run(GOAL)
+    model = FakeModel([GOOD])
+    result = make_agent(workspace, model).resume()
+    assert result.status == "working" and len(model.history) == 1  # the plan came from the checkpoint
+
+
+def test_pending_directive_resumes_when_the_model_is_back(workspace):
+    agent = make_agent(workspace, FakeModel([ModelUnavailable("the server is down")]))
+    assert agent.run(GOAL, skill_name="adder").status == "pending"
+    model = FakeModel([PLAN.replace("add_numbers", "adder"), GOOD.replace("add_numbers", "adder")])
+    result = make_agent(workspace, model).resume()
+    assert (result.status, result.skill) == ("working", "adder")
+    assert "must be named adder" in model.prompts()[0]  # the name asked for was kept
+
+
+def test_resume_errors_are_one_line(workspace):
+    agent = make_agent(workspace, FakeModel())
+    with pytest.raises(AgentError, match="nothing to resume"):
+        agent.resume()
+    agent.memory.add_directive("one", 3)
+    with pytest.raises(AgentError, match="no resumable directive matches 'zzz'"):
+        agent.resume("zzz")
+
+
+def test_a_directive_whose_process_died_is_cut_off_and_resumable(workspace):
+    """A child process starts the directive and is SIGKILLed; a new agent calls it cut off."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from agent.memory import Memory
+        memory = Memory({str(workspace)!r})
+        directive = memory.add_directive("Create a skill that adds two numbers", 12)
+        memory.start_directive(directive)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)  # noqa: S603
+    assert done.returncode == -signal.SIGKILL
+    memory = Memory(workspace)
+    (running,) = memory.read()["directives"]
+    assert running["status"] == "running"
+    assert [d["reason"] for d in memory.resumable_directives()] == ["cut_off"]
+    notices: list[str] = []
+    agent = make_agent(workspace, FakeModel([PLAN, GOOD]), on_notice=notices.append)
+    assert notices == ["1 directive stopped when the agent did (cut off): :resume continues them"]
+    assert agent.memory.directive(running["id"])["reason"] == "cut_off"
+    assert agent.resume().status == "working"
+
+
+def test_a_live_directive_is_not_called_cut_off(workspace):
+    runner = Memory(workspace)
+    directive = runner.add_directive(GOAL, 12)
+    runner.start_directive(directive)  # held by this process (another agent, same machine)
+    other = Memory(workspace)
+    assert other.recover() == [] and other.resumable_directives() == []
+    assert other.directive_alive(directive)
+    runner.finish_directive(directive, status="done", reason="passed", skill=None, iterations=1)
+    assert not other.directive_alive(directive)
+    assert not (runner.running_dir / f"{directive}.lock").exists()
+
+
+def test_a_clean_start_removes_debris_of_killed_runs_but_never_follows_links(workspace, tmp_path):
+    make_agent(workspace, FakeModel())  # creates the workspace layout
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("host file")
+    run_dir = workspace / "exec" / "adder-1a2b3c4d"
+    run_dir.mkdir(parents=True)
+    (run_dir / "adder.py").write_text("x = 1")
+    (run_dir / "link").symlink_to(outside)
+    (workspace / "exec" / "evil-00000000").symlink_to(outside)
+    (workspace / ".memory.json.a1b2c3.tmp").write_text("{")
+    (workspace / ".memory.json.bak.123.tmp").write_text("{")
+    (workspace / "skills" / ".adder.py.0a1b2c3d.tmp").write_text("x")
+    (workspace / "notes.tmp").write_text("the user's own file")
+    notices: list[str] = []
+    make_agent(workspace, FakeModel(), on_notice=notices.append)
+    assert notices == ["removed 5 leftovers of killed runs (run directories, temp files)"]
+    assert list((workspace / "exec").iterdir()) == []
+    assert (outside / "keep.txt").read_text() == "host file"
+    assert (workspace / "notes.tmp").exists()
+    assert [p.name for p in workspace.glob(".*.tmp")] == []
+
+
+def test_debris_is_left_alone_while_another_agent_uses_the_workspace(workspace):
+    first = make_agent(workspace, FakeModel())
+    in_flight = workspace / "exec" / "adder-1a2b3c4d"
+    in_flight.mkdir(parents=True)  # the first agent's run, now
+    notices: list[str] = []
+    make_agent(workspace, FakeModel(), on_notice=notices.append)
+    assert notices == [] and in_flight.is_dir()
+    del first
+
+
+def test_missing_memory_with_a_backup_is_restored_with_a_notice(workspace):
+    agent = make_agent(workspace, FakeModel([PLAN, GOOD]))
+    agent.run(GOAL)
+    agent.memory.upsert_skill("second")  # the backup now holds add_numbers
+    os.unlink(workspace / "memory.json")
+    notices: list[str] = []
+    again = make_agent(workspace, FakeModel(), on_notice=notices.append)
+    assert notices == ["memory.json was missing: restored it from memory.json.bak (1 skills, 1 directives)"]
+    assert again.memory.get_skill("add_numbers")["status"] == "working"
+
+
+def test_missing_memory_with_a_broken_backup_stops_in_one_line(workspace):
+    workspace.mkdir(parents=True, exist_ok=True)
+    (workspace / "memory.json.bak").write_text("{not json")
+    with pytest.raises(MemoryCorrupted) as info:
+        make_agent(workspace, FakeModel())
+    assert "\n" not in str(info.value) and "move" in str(info.value)
+    assert (workspace / "memory.json.bak").read_text() == "{not json"
+    assert not (workspace / "memory.json").exists()
+
+
+def test_every_directive_leaves_an_audit_trail(workspace):
+    agent = make_agent(workspace, FakeModel([PLAN, WRONG, GOOD]))
+    result = agent.run(GOAL)
+    (run,) = agent.memory.history.recent_runs()
+    assert (run["directive_id"], run["outcome"], run["iterations"]) == (result.directive_id, "working", 2)
+    assert run["seconds"] > 0 and run["tokens"] == result.tokens > 0 and run["level"]
+    events = list(agent.memory.history.events(result.directive_id))
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    calls = [e for e in events if e["kind"] == "model_call"]
+    assert [c["phase"] for c in calls] == ["plan", "write", "write"]
+    assert "a - b" in calls[1]["reply"] and calls[0]["prompt"]
+    runs = [e for e in events if e["kind"] == "test_run"]
+    assert "return a - b" in runs[0]["code"] and runs[0]["failed"] >= 1 and runs[0]["level"]
+    assert runs[-1]["failed"] == 0 and runs[-1]["passed"] >= 2
+    assert any(e["kind"] == "event" and e["phase"] == "ANALYZE" for e in events)
+    json.dumps(events)  # all of it is plain data
+
+
+def test_gate_findings_are_in_the_audit_trail(workspace):
+    blocked = ("```python\nimport os\ndef add_numbers(a: int, b: int) -> int:\n    os.system('ls')\n"
+               "    return a + b\n```")
+    agent = make_agent(workspace, FakeModel([PLAN, blocked]))
+    result = agent.run(GOAL)
+    assert result.status == "blocked"
+    (run,) = [e for e in agent.memory.history.events(result.directive_id) if e["kind"] == "test_run"]
+    assert run["blocked"] and any("os.system" in finding for finding in run["findings"])
