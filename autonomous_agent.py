@@ -29,10 +29,17 @@ __all__ = ["AutonomousAgent", "DirectiveResult", "main"]
 def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
          output: Output | None = None) -> int:
     """Run the CLI; returns the exit status. ``input``/``output`` let tests drive a whole session."""
-    from agent.repl import Repl, Terminal, print_event, unsandboxed_note  # prompt_toolkit UI only when used
+    from agent.repl import (  # prompt_toolkit UI only when used
+        Repl,
+        Terminal,
+        describe_resumable,
+        print_event,
+        resumable_notice,
+        unsandboxed_note,
+    )
 
     args = build_parser().parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "commands")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "commands", "resume")}
     try:
         settings = load_settings(flags, config_path=args.config)
         history = settings.workspace / "history"
@@ -56,6 +63,13 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
         term.warn(f"  ⚠ {sandbox.warning}")
     if unsandboxed_note(sandbox):
         term.warn(f"  ⚠ {unsandboxed_note(sandbox)}")
+    waiting = agent.resumable()
+    if waiting and not args.resume:
+        term.warn(f"  {resumable_notice(waiting)}")
+        for line in describe_resumable(waiting):
+            term.say(f"  {line}")
+    if args.resume:
+        repl.handle(":resume all")
     if args.commands:
         for line in args.commands:
             repl.handle(line)

@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-unsandboxed", dest="allow_unsandboxed", action="store_true", default=None,
                         help="run generated code with only rlimits when no sandbox works: it can read your "
                         "files and reach the network (otherwise it is refused at that level)")
+    parser.add_argument("--resume", action="store_true",
+                        help="first continue every pending, interrupted or cut-off directive (like :resume all)")
     parser.add_argument("-c", "--command", action="append", dest="commands", metavar="LINE",
                         help="run this REPL line (e.g. ':directive ...') and exit; repeatable")
     return parser

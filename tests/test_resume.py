@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ import pytest
 from agent.errors import AgentError, MemoryCorrupted, ModelUnavailable
 from agent.memory import Memory
 from tests.conftest import FakeModel
+from tests.llm_servers import RawReply, ollama_server  # noqa: F401  (fixture)
 from tests.test_loop import GOOD, PLAN, WRONG, make_agent
+from tests.test_repl import MODEL, session
 
 GOAL = "Create a skill that adds two numbers"
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +91,7 @@ def test_a_directive_whose_process_died_is_cut_off_and_resumable(workspace):
     assert [d["reason"] for d in memory.resumable_directives()] == ["cut_off"]
     notices: list[str] = []
     agent = make_agent(workspace, FakeModel([PLAN, GOOD]), on_notice=notices.append)
-    assert notices == ["1 directive stopped when the agent did (cut off): :resume continues them"]
+    assert notices == []  # nothing was repaired; resumable() offers it
     assert agent.memory.directive(running["id"])["reason"] == "cut_off"
     assert agent.resume().status == "working"
 
@@ -186,3 +189,66 @@ def test_gate_findings_are_in_the_audit_trail(workspace):
     assert result.status == "blocked"
     (run,) = [e for e in agent.memory.history.events(result.directive_id) if e["kind"] == "test_run"]
     assert run["blocked"] and any("os.system" in finding for finding in run["findings"])
+
+
+# -- the user's path: kill the agent mid-directive, start it again, :resume ----------------------
+
+@pytest.fixture
+def server(ollama_server, monkeypatch):  # noqa: F811
+    server = ollama_server(tags=["qwen2.5-coder:7b"])
+    monkeypatch.setenv("OLLAMA_HOST", server.url)
+    return server
+
+
+def _kill_mid_directive(workspace: Path, server) -> None:
+    """Start the agent in a process, let it plan and test one wrong version, SIGKILL it while it
+    waits for the model's second version."""
+    hang = RawReply(lines=(b'{"message": {"role": "assistant", "content": "x"}, "done": false}\n',), delay=60)
+    server.enqueue(PLAN, WRONG, hang)
+    asked = len(server.bodies("/api/chat")) + 3
+    agent = subprocess.Popen(  # noqa: S603
+        [sys.executable, str(ROOT / "autonomous_agent.py"), "--workspace", str(workspace), "--model", MODEL,
+         "-c", f":directive {GOAL}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(server.bodies("/api/chat")) < asked:
+            assert agent.poll() is None and time.monotonic() < deadline, "the agent never asked a third time"
+            time.sleep(0.05)
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+def test_killed_agent_offers_the_directive_and_resume_finishes_it(workspace, server):
+    _kill_mid_directive(workspace, server)
+    server.enqueue(GOOD)
+    code, out = session(workspace, [":history", ":resume", ":history 1", ":quit"], "--model", MODEL)
+    assert "1 directive can be resumed (1 cut off): :resume continues the latest" in out
+    assert "[cut off]" in out and GOAL in out
+    assert "RESUME" in out and "✅ add_numbers is working" in out
+    assert "(2/12 iterations" in out  # iteration 1 (the wrong version) was not done again
+    asked = server.bodies("/api/chat")
+    assert len(asked) == 4 and "a - b" in json.dumps(asked[-1])  # no new plan; the failure fed back
+    assert "START   resumed" in out and "END     working (passed)" in out
+    assert list(workspace.glob("exec/*")) == [] and list(workspace.glob("history/running/*")) == []
+
+
+def test_resume_flag_continues_everything_at_start(workspace, server):
+    _kill_mid_directive(workspace, server)
+    server.enqueue(GOOD)
+    code, out = session(workspace, [":quit"], "--model", MODEL, "--resume")
+    assert "✅ add_numbers is working" in out and "can be resumed" not in out
+    assert Memory(workspace).resumable_directives() == []
+
+
+def test_ten_kills_leave_no_debris(workspace, server):
+    for _ in range(10):
+        _kill_mid_directive(workspace, server)
+    server.enqueue(*([GOOD] * 10))
+    code, out = session(workspace, [":resume all", ":quit"], "--model", MODEL)
+    assert out.count("✅ add_numbers is working") == 10
+    memory = Memory(workspace)
+    assert memory.resumable_directives() == []
+    assert {d["status"] for d in memory.read()["directives"]} == {"done"}
+    leftovers = [p for p in workspace.rglob("*") if p.name.endswith(".tmp") or p.parent.name in ("exec", "running")]
+    assert leftovers == []

@@ -142,6 +142,14 @@ class History:
                                 (directive_id,)).fetchone()
         return dict(zip(RUN_FIELDS, row, strict=True)) if row else None
 
+    def find_run(self, prefix: str) -> dict[str, Any] | None:
+        """The directive whose id starts with ``prefix`` (hex, 4+ characters), if exactly one does."""
+        if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+            return None
+        rows = self.conn.execute(_SELECT_RUNS + " WHERE directive_id >= ? AND directive_id < ? LIMIT 2",
+                                 (prefix, prefix + "g")).fetchall()
+        return dict(zip(RUN_FIELDS, rows[0], strict=True)) if len(rows) == 1 else None
+
     def add_event(self, directive_id: str, timestamp: str, kind: str, data: dict[str, Any]) -> None:
         self._write("INSERT INTO events (directive_id, timestamp, kind, data) VALUES (?, ?, ?, ?)",
                     [(directive_id, timestamp, kind, json.dumps(data, ensure_ascii=False))])

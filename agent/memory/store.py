@@ -286,7 +286,8 @@ class Memory:
     def recover(self) -> list[str]:
         """What a start does: restore a missing memory.json from its backup, move a pre-v4
         failure log into history.sqlite, and mark directives whose process died (``running``
-        with nobody holding their lock) ``interrupted`` / ``cut_off``. Returns one-line notices."""
+        with nobody holding their lock) ``interrupted`` / ``cut_off`` (``resumable_directives`` offers
+        them). Returns one-line notices of what it repaired."""
         notices = []
         with self._locked():
             restored = self._restore_if_missing()
@@ -295,10 +296,7 @@ class Memory:
             imported = self._import_legacy_log()
             if imported:
                 notices.append(imported)
-        cut = self.update(self._mark_cut_off)
-        if cut:
-            notices.append(f"{cut} directive{'s' if cut > 1 else ''} stopped when the agent did "
-                           "(cut off): :resume continues them")
+        self.update(self._mark_cut_off)  # resumable_directives() lists them
         return notices
 
     def _import_legacy_log(self) -> str | None:
