@@ -61,7 +61,7 @@ def test_server_down_gives_one_line_and_the_repl_stays_up(workspace, monkeypatch
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert errors and "127.0.0.1:9" in errors[-1] and "ollama serve" in errors[-1]
     assert "Traceback" not in out
-    assert "pending directives: 1" in out  # :memory still ran afterwards
+    assert "directives to resume: 1 (:resume)" in out  # :memory still ran afterwards
 
 
 def test_model_not_pulled_names_the_pull_command(workspace, ollama_server, monkeypatch):  # noqa: F811
@@ -190,8 +190,9 @@ def test_ctrl_c_during_a_directive_returns_to_the_prompt(workspace):
         repl.handle(":directive Create a skill that adds two numbers")
         repl.loop()  # the REPL is still usable afterwards
     out = buffer.getvalue()
-    assert "Interrupted: the directive is recorded as interrupted and stays pending." in out
-    assert "[interrupted] Create a skill that adds two numbers (interrupted)" in out
+    assert "Interrupted: the directive is recorded as interrupted; :resume continues it." in out
+    directive = agent.memory.read()["directives"][-1]
+    assert f"[interrupted] {directive['id']}  Create a skill that adds two numbers" in out
 
 
 def test_approval_is_asked_at_the_prompt_and_remembered(workspace, server):

@@ -296,7 +296,8 @@ class Memory:
             imported = self._import_legacy_log()
             if imported:
                 notices.append(imported)
-        self.update(self._mark_cut_off)  # resumable_directives() lists them
+        if any(d["status"] == "running" for d in self.read()["directives"]):  # else no write at all
+            self.update(self._mark_cut_off)  # resumable_directives() lists them
         return notices
 
     def _import_legacy_log(self) -> str | None:
