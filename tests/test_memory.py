@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from jsonschema import ValidationError
 
 from agent.errors import MemoryCorrupted
@@ -371,3 +373,52 @@ def test_summary_counts(workspace: Path) -> None:
     assert summary["skills"] == {"working": 1, "untested": 1, "failed": 1}
     assert summary["failures"] == 0 and summary["recent_failures"] == []
     assert [d["id"] for d in summary["pending_directives"]] == [directive_id]
+
+
+# -- the document a process keeps (no re-parse, only changed items validated) -------------------
+
+def test_an_invalid_in_place_change_is_rejected_and_forgotten(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("kept", status="working")
+    with pytest.raises(ValueError, match="status"):
+        memory.update(lambda doc: doc["skills"][0].update(status="bogus"))
+    assert memory.read()["skills"][0]["status"] == "working"  # the live doc was read again
+    with pytest.raises(ValueError, match="approvals"):
+        memory.update(lambda doc: doc["skills"][0]["approvals"].update(network="sometimes"))
+    with pytest.raises(ValueError):
+        memory.update(lambda doc: doc["skills"].append("not an object"))
+    assert memory.get_skill("kept")["approvals"] == {}
+
+
+def test_a_file_changed_by_someone_else_is_read_and_validated_again(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("kept", status="working")
+    doc = json.loads(memory.path.read_text())
+    doc["skills"][0]["status"] = "failed"
+    memory.path.write_text(json.dumps(doc))
+    assert memory.get_skill("kept")["status"] == "failed"
+    doc["skills"][0]["status"] = "bogus"
+    memory.path.write_text(json.dumps(doc))
+    with pytest.raises(MemoryCorrupted):
+        memory.read()
+    with pytest.raises(MemoryCorrupted):
+        Memory(workspace).read()  # a new process does not trust it either
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["skill", "grant", "failure", "directive", "revoke"]),
+                          st.integers(0, 3)), max_size=12))
+def test_what_a_process_keeps_always_equals_the_file(workspace: Path, ops: list[tuple[str, int]]) -> None:
+    memory = Memory(workspace, keep_failures=3)
+    for op, n in ops:
+        if op == "skill":
+            memory.upsert_skill(f"s{n}", status=("working", "failed", "untested", "working")[n])
+        elif op == "grant":
+            memory.save_grant(f"s{n}", "network", "always")
+        elif op == "revoke":
+            memory.revoke_grant(f"s{n}", "network")
+        elif op == "failure":
+            record(memory, n)
+        else:
+            memory.add_directive(f"goal {n}", 5)
+        assert memory.read() == json.loads(memory.path.read_text()) == Memory(workspace).read()
