@@ -6,6 +6,7 @@ to a new goal (BM25 over name, signature and description, via ``rank_bm25``).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -64,7 +65,8 @@ class SkillLibrary:
         scores = BM25Okapi(corpus).get_scores(_tokens(goal))
         query = set(_tokens(goal))
         ranked = sorted(zip(scores, range(len(working)), strict=True), key=lambda p: -p[0])
-        return [working[i] for _, i in ranked if query & set(corpus[i])][:n]
+        best = [working[i] for _, i in ranked if query & set(corpus[i])][:n]
+        return json.loads(json.dumps(best))  # copies: memory's document is not for changing
 
 
 def importable(skills: list[dict]) -> str:
