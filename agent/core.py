@@ -74,7 +74,6 @@ def _seen(observed: list[Observed], call: str) -> str:
 
 
 OUTPUT_KEPT = 4000  # characters of a test run's output kept in the audit trail
-RESUMABLE_REASONS = {"pending": "pending", "interrupted": "interrupted", "cut_off": "cut off"}
 
 
 class _Run:
@@ -86,7 +85,6 @@ class _Run:
         self.skill, self.iteration, self.tokens, self.saved = skill, 0, 0, False
         self.max_iterations, self.level = max_iterations, ""
         self.started = time.monotonic()
-        self.tokens_before = 0  # tokens a resumed directive had spent before this run
 
     def audit(self, kind: str, **data: object) -> None:
         self.agent.memory.history.add_event(self.directive_id, now(), kind, data)
@@ -161,9 +159,9 @@ class _Run:
         self.audit("end", status=status, reason=reason, message=message, skill=skill,
                    iterations=self.iteration, tokens=self.tokens, seconds=seconds)
         memory.history.end_run(self.directive_id, ended=now(), outcome=status, reason=reason, skill=skill,
-                               iterations=self.iteration, tokens=max(0, self.tokens - self.tokens_before),
+                               iterations=self.iteration, tokens=self.tokens,
                                seconds=seconds, level=self.level or None)
-        if recorded not in ("pending", "interrupted", "crashed"):  # nothing left to resume
+        if recorded not in ("pending", "interrupted"):  # nothing left to resume
             self.agent.forget_checkpoints(self.directive_id)
         return DirectiveResult(self.goal, self.directive_id, skill, status, self.iteration,
                                self.max_iterations, reason, path, message, self.tokens, seconds)
@@ -324,7 +322,6 @@ class AutonomousAgent:
                                      "directive_id": directive["id"],
                                      "max_iterations": directive["max_iterations"]}, confirm)
         run.iteration, run.tokens = state.get("iteration", 0), state.get("tokens", 0)
-        run.tokens_before = run.tokens
         if self.on_event:
             self.on_event(Event("RESUME", f"from the last completed step (iteration {run.iteration})",
                                 run.iteration, directive["max_iterations"], run.tokens))

@@ -126,9 +126,10 @@ class History:
     def end_run(self, directive_id: str, *, ended: str, outcome: str, reason: str | None,
                 skill: str | None, iterations: int, tokens: int, seconds: float,
                 level: str | None) -> None:
-        """Record how a directive (or this resumption of it) ended; tokens and seconds add up."""
+        """Record how a directive (or this resumption of it) ended: ``tokens`` is the directive's
+        total so far (its checkpoints carry it across resumptions), ``seconds`` add up."""
         self._write("UPDATE runs SET ended = ?, outcome = ?, reason = ?, skill = coalesce(?, skill), "
-                    "iterations = ?, tokens = tokens + ?, seconds = seconds + ?, "
+                    "iterations = ?, tokens = ?, seconds = seconds + ?, "
                     "level = coalesce(?, level) WHERE directive_id = ?",
                     [(ended, outcome, reason, skill, iterations, tokens, seconds, level, directive_id)])
 
