@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 from jsonschema import ValidationError
 
 from agent.errors import AgentError, MemoryCorrupted
-from agent.memory.files import atomic_write, fsync_dir, link_backup, try_lock, unlock
+from agent.memory.files import atomic_write, fsync_dir, link_backup, temp_debris, try_lock, unlock
 from agent.memory.history import History
 from agent.memory.migrations import migrate
 from agent.memory.schema import (
@@ -284,12 +284,16 @@ class Memory:
                 f"({len(doc['skills'])} skills, {len(doc['directives'])} directives)")
 
     def recover(self) -> list[str]:
-        """What a start does: restore a missing memory.json from its backup, move a pre-v4
-        failure log into history.sqlite, and mark directives whose process died (``running``
-        with nobody holding their lock) ``interrupted`` / ``cut_off`` (``resumable_directives`` offers
-        them). Returns one-line notices of what it repaired."""
+        """What a start does: remove temp files of killed writes, restore a missing memory.json
+        from its backup, move a pre-v4 failure log into history.sqlite, and mark directives
+        whose process died (``running`` with nobody holding their lock) ``interrupted`` /
+        ``cut_off`` (``resumable_directives`` offers them). Returns one-line notices of what it
+        repaired."""
         notices = []
-        with self._locked():
+        with self._locked():  # memory's temp files are written only under this lock: all are debris
+            for debris in temp_debris(self.workspace):
+                if debris.name.startswith(f".{self.path.name}."):
+                    debris.unlink(missing_ok=True)
             restored = self._restore_if_missing()
             if restored:
                 notices.append(restored)
