@@ -422,3 +422,14 @@ def test_what_a_process_keeps_always_equals_the_file(workspace: Path, ops: list[
         else:
             memory.add_directive(f"goal {n}", 5)
         assert memory.read() == json.loads(memory.path.read_text()) == Memory(workspace).read()
+
+
+def test_recover_removes_only_memory_temp_files(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("kept")
+    (workspace / ".memory.json.k1ll3d.tmp").write_text("{")
+    (workspace / ".memory.json.bak.4242.tmp").write_text("{")
+    (workspace / ".notes.txt.abc.tmp").write_text("not ours to judge")
+    assert memory.recover() == []
+    assert sorted(p.name for p in workspace.glob(".*.tmp")) == [".notes.txt.abc.tmp"]
+    assert memory.get_skill("kept") is not None
