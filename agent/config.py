@@ -135,7 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="autonomous_agent",
         description="A local, skill-learning coding agent. Starts an interactive prompt.",
         epilog="Each flag can also come from an environment variable (AGENT_MODEL, AGENT_WORKSPACE, "
-        "AGENT_MAX_ITER, AGENT_TIMEOUT, AGENT_MODEL_TIMEOUT, OLLAMA_HOST, AGENT_SANDBOX) or agent.toml; flags win.",
+        "AGENT_MAX_ITER, AGENT_TIMEOUT, AGENT_MODEL_TIMEOUT, OLLAMA_HOST, AGENT_SANDBOX) or agent.toml; flags win. "
+        "When stdin is a file or pipe, its lines run as if typed (answers to questions included). "
+        "Exit status: 0 on success; 1 when a -c line or a line from a file or pipe failed (an unknown "
+        "command, a usage error, a directive that did not end working) or a setting is invalid; 2 for a "
+        "bad command line. An interactive session exits 0.",
     )
     parser.add_argument("--model", help="auto (default), embedded, ollama:<tag>, gguf:<path>, openai:<name>")
     parser.add_argument("--workspace", help="workspace directory (default: agent_workspace)")

@@ -19,8 +19,8 @@ import tokenize
 
 from agent.state import Evidence, Example, SkillSpec
 
-# The longest input line, so the longest directive goal, anything takes: longer text is not a goal.
-MAX_LINE_CHARS = 20_000
+MAX_LINE_CHARS = 20_000  # the longest input line read: a longer one is refused unread
+MAX_GOAL_CHARS = 4_000  # the longest directive goal (memory.schema.json's maxLength): longer text is not a goal
 MAX_ANNOTATION_WORDS = 12  # a return annotation is short: only its first words are tried
 MAX_LITERAL_TRIES = 32  # prefixes parsed, longest first, before a literal is given up
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
