@@ -1,5 +1,5 @@
 """Input the REPL must survive: huge lines, bytes that are not UTF-8, commands from a file or pipe,
-and the exit codes (one line per problem, never a traceback)."""
+exit codes, and bad settings on the command line (one line each, never a traceback)."""
 
 from __future__ import annotations
 
@@ -212,8 +212,64 @@ def test_help_documents_the_exit_codes():
     assert "Exit status: 0 on success; 1 when a -c line or a line from a file or pipe failed" in text
 
 
+# ---- bad settings on the command line: one line, exit 1 ---------------------------------------------
+
+@pytest.mark.parametrize("args, toml, message", [
+    (["--ollama-host", "http://[::1"], None, "invalid ollama_host 'http://[::1' from --ollama-host: not a URL"),
+    (["--ollama-host", "http://127.0.0.1:70000"], None, "the port must be a number from 1 to 65535"),
+    (["--ollama-host", ""], None, "invalid ollama_host '' from --ollama-host"),
+    (["--model", ""], None, "invalid model '' from --model"),
+    (["--model", "gpt4"], None, "invalid model 'gpt4' from --model: use one of: auto,"),
+    (["--workspace", "a\0b"], None, "invalid workspace 'a\\x00b' from --workspace: it holds a control character"),
+    (["--max-iter", "9" * 5000], None, "... (5,002 characters) from --max-iter"),
+    (["--timeout", "nan"], None, "invalid timeout 'nan' from --timeout"),
+    ([], "agent = 3\n", "agent must be a table ([agent])"),
+    ([], "agent = [1]\n", "agent must be a table ([agent])"),
+    ([], "max_iter = \xff\n", "is not valid TOML"),
+    (["--config", "{dir}"], None, "cannot be read: Is a directory"),
+])
+def test_bad_settings_are_one_line_with_exit_1(workspace, tmp_path, capsys, args, toml, message):
+    config = tmp_path / "agent.toml"
+    if toml is not None:
+        config.write_bytes(toml.encode("latin-1"))
+        args = [*args, "--config", str(config)]
+    args = [a.replace("{dir}", str(tmp_path)) for a in args]
+    with create_pipe_input() as pipe:
+        pipe.close()
+        code = main(["--workspace", str(workspace), "--model", MODEL, *args], input=pipe,
+                    output=PlainTextOutput(io.StringIO()))
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_workspace_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    with create_pipe_input() as pipe:
+        code = main(["--workspace", str(tmp_path / "afile"), "--model", MODEL], input=pipe,
+                    output=PlainTextOutput(io.StringIO()))
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: cannot use workspace") and len(err.strip().splitlines()) == 1
+
+
 def test_argparse_usage_errors_keep_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--max-iter"])
     assert info.value.code == 2
 
+
+def test_a_bad_openai_base_url_is_one_line(workspace, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://[::1")
+    code, out = typed(workspace, "", "--model", "openai:some-model", "-c", ":directive add two numbers")
+    assert code == 1 and "Traceback" not in out
+    assert errors(out) == ["error: The OpenAI base URL 'http://[::1' is not a URL (Invalid port: ':1'); "
+                           "set OPENAI_BASE_URL, e.g. http://127.0.0.1:8000/v1."]
+
+
+def test_a_model_cache_that_cannot_be_written_is_one_line(tmp_path):
+    from agent.errors import ModelUnavailable
+    from agent.llm.embedded import GEMMA_PACKAGE, gemma_path
+
+    pytest.importorskip(GEMMA_PACKAGE)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ModelUnavailable, match=r"^Cannot write the embedded model to .*afile.*; set AGENT_CACHE_DIR"):
+        gemma_path(tmp_path / "afile")
