@@ -2,7 +2,8 @@
 """A local, skill-learning coding agent.
 
     python autonomous_agent.py            # the interactive prompt (Agent> )
-    python autonomous_agent.py --help     # flags; each also has an environment variable
+    python autonomous_agent.py < cmds.txt # run the lines of a file (or pipe) as if typed
+    python autonomous_agent.py --help     # flags; each also has an environment variable; exit codes
 
 As a library::
 
@@ -13,6 +14,7 @@ As a library::
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Sequence
 
@@ -28,7 +30,12 @@ __all__ = ["AutonomousAgent", "DirectiveResult", "main"]
 
 def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
          output: Output | None = None) -> int:
-    """Run the CLI; returns the exit status. ``input``/``output`` let tests drive a whole session."""
+    """Run the CLI; returns the exit status. ``input``/``output`` let tests drive a whole session.
+
+    Without ``input``, lines come from the terminal, or from stdin itself when it is a file or
+    pipe. Exit status: 1 when a ``-c`` line or a line of a file or pipe failed (or the settings
+    are bad), else 0; an interactive session exits 0.
+    """
     from agent.repl import (  # prompt_toolkit UI only when used
         Repl,
         Terminal,
@@ -40,11 +47,14 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
 
     args = build_parser().parse_args(argv)
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "commands", "resume")}
+    stream = None
+    if input is None and (sys.stdin is None or not sys.stdin.isatty()):
+        stream = sys.stdin.buffer if sys.stdin is not None else io.BytesIO()  # no stdin at all: EOF
     try:
         settings = load_settings(flags, config_path=args.config)
         history = settings.workspace / "history"
         history.mkdir(parents=True, exist_ok=True)
-        term = Terminal(history / "repl_history", input=input, output=output)
+        term = Terminal(history / "repl_history", input=input, output=output, stream=stream)
         agent = AutonomousAgent(settings=settings, approve=term.ask_approval,
                                 on_event=lambda event: print_event(term, event),
                                 on_token=term.stream, on_call=term.end_stream, on_notice=term.warn)
@@ -68,15 +78,14 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
         term.warn(f"  {resumable_notice(waiting)}")
         for line in describe_resumable(waiting):
             term.say(f"  {line}")
-    if args.resume:
-        repl.handle(":resume all")
+    resumed = repl.handle(":resume all") if args.resume else True
     if args.commands:
-        for line in args.commands:
-            repl.handle(line)
-        return 0
-    term.say("Type :help for commands, :quit to leave.")
-    repl.loop()
-    return 0
+        results = [repl.handle(line) for line in args.commands]
+        return 0 if resumed and all(results) else 1
+    if term.interactive:
+        term.say("Type :help for commands, :quit to leave.")
+    ok = repl.loop() and resumed
+    return 0 if ok or term.interactive else 1
 
 
 if __name__ == "__main__":

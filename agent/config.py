@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.llm import SPEC_FORMS, known_spec
 from safety.policy import check_block_entry
 
 # Environment variable for each setting that has one.
@@ -24,6 +26,7 @@ ENV_VARS = {
     "sandbox": "AGENT_SANDBOX",
 }
 DEFAULT_CONFIG_NAME = "agent.toml"
+MAX_CONFIG_BYTES = 256 * 1024
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -59,21 +62,79 @@ def _block_rules(value: Any, origin: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+class _Invalid(ValueError):
+    """A bad value, with the reason the one-line error gives after it."""
+
+
+def _text(value: Any, *, utf8: bool = True) -> str:
+    """A string setting: a string, not blank, without control characters (NUL too) and, unless it
+    is a path (any bytes but NUL make one), valid UTF-8."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise _Invalid("it holds a control character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in argv or the environment arrive as lone surrogates
+        if utf8:
+            raise _Invalid("not valid UTF-8") from None
+    return value
+
+
+def _url(value: Any) -> str:
+    """The Ollama server: an http(s) URL with a host and, if any, a port from 1 to 65535."""
+    text = _text(value).strip()
+    url = text if "://" in text else f"http://{text}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as err:  # e.g. "Invalid IPv6 URL"
+        raise _Invalid(f"not a URL ({err})") from None
+    if parts.scheme not in ("http", "https"):
+        raise _Invalid("the URL must start with http:// or https://")
+    if not parts.hostname or any(c.isspace() for c in url):
+        raise _Invalid("no host name, e.g. http://127.0.0.1:11434")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:  # a port that is not a number, or not one from 1 to 65535
+        raise _Invalid("the port must be a number from 1 to 65535")
+    return url
+
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
+
+
 def _coerce(name: str, value: Any, origin: str) -> Any:
     """Turn a raw value from env/TOML/flags into the field's type, or fail with one line."""
     if name == "block":
         return _block_rules(value, origin)
     try:
+        if isinstance(value, bool) and name not in ("yes", "allow_unsandboxed"):
+            raise ValueError  # TOML's true is no number, model or path
         if name == "workspace":
-            return Path(str(value)).expanduser()
+            return Path(_text(value, utf8=False)).expanduser()
+        if name == "model":
+            if not known_spec(_text(value)):
+                raise _Invalid(f"use one of: {SPEC_FORMS}")
+            return value.strip()
+        if name == "ollama_host":
+            return _url(value)
         if name == "max_iter":
+            if not isinstance(value, int | str):
+                raise ValueError
             number = int(value)
             if not 1 <= number <= 100:
                 raise ValueError
             return number
         if name in ("timeout", "model_timeout"):
+            if not isinstance(value, int | float | str):
+                raise ValueError
             seconds = float(value)
-            if not 0 < seconds <= 3600:
+            if not 0 < seconds <= 3600:  # nan and inf fail too
                 raise ValueError
             return seconds
         if name == "allow_unsandboxed":  # an explicit opt-in: true or false, nothing looser
@@ -83,25 +144,40 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         if name == "yes":
             if isinstance(value, bool):
                 return value
-            return str(value).strip().lower() in {"1", "true", "yes", "on"}
+            answer = str(value).strip().lower()
+            if answer not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+                raise ValueError
+            return answer in {"1", "true", "yes", "on"}
         if name == "sandbox" and value not in {"bwrap", "landlock", "rlimits"}:
             raise ValueError
         return str(value)
+    except _Invalid as err:
+        raise ConfigError(f"invalid {name} {_shown(value)} from {origin}: {err}") from None
     except (TypeError, ValueError):
-        raise ConfigError(f"invalid {name} {value!r} from {origin}") from None
+        raise ConfigError(f"invalid {name} {_shown(value)} from {origin}") from None
 
 
 def _from_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)  # bounded: --config /dev/zero must not eat the memory
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES // 1024} KiB: not a settings file")
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    except OSError as err:  # a directory, no permission, ...
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from None
+    except ValueError as err:  # a NUL in the path
+        raise ConfigError(f"config file {_shown(str(path))} cannot be read: {err}") from None
     safety = data.pop("safety", {})
     if not isinstance(safety, dict):
         raise ConfigError(f"config file {path}: safety must be a table ([safety])")
     table = data.get("agent", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: agent must be a table ([agent])")
     known = {f.name for f in fields(Settings)} - SAFETY_KEYS
     unknown = sorted(set(table) - known) + sorted(f"safety.{k}" for k in set(safety) - SAFETY_KEYS)
     if unknown:
@@ -125,8 +201,6 @@ def load_settings(flags: Mapping[str, Any] | None = None, *, env: Mapping[str, s
     for name, value in (flags or {}).items():
         if value is not None:
             values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
-    if "ollama_host" in values and "://" not in values["ollama_host"]:
-        values["ollama_host"] = "http://" + values["ollama_host"]
     return replace(Settings(), **values)
 
 
@@ -135,7 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="autonomous_agent",
         description="A local, skill-learning coding agent. Starts an interactive prompt.",
         epilog="Each flag can also come from an environment variable (AGENT_MODEL, AGENT_WORKSPACE, "
-        "AGENT_MAX_ITER, AGENT_TIMEOUT, AGENT_MODEL_TIMEOUT, OLLAMA_HOST, AGENT_SANDBOX) or agent.toml; flags win.",
+        "AGENT_MAX_ITER, AGENT_TIMEOUT, AGENT_MODEL_TIMEOUT, OLLAMA_HOST, AGENT_SANDBOX) or agent.toml; flags win. "
+        "When stdin is a file or pipe, its lines run as if typed (answers to questions included). "
+        "Exit status: 0 on success; 1 when a -c line or a line from a file or pipe failed (an unknown "
+        "command, a usage error, a directive that did not end working) or a setting is invalid; 2 for a "
+        "bad command line. An interactive session exits 0.",
     )
     parser.add_argument("--model", help="auto (default), embedded, ollama:<tag>, gguf:<path>, openai:<name>")
     parser.add_argument("--workspace", help="workspace directory (default: agent_workspace)")

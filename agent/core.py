@@ -27,7 +27,7 @@ from agent.llm.common import Deadline
 from agent.memory import Memory, now
 from agent.memory.files import temp_debris, try_lock
 from agent.nodes import Deps, Event
-from agent.spec import leading_literal, new_evidence, parse_examples, tests_from_examples
+from agent.spec import MAX_GOAL_CHARS, leading_literal, new_evidence, parse_examples, tests_from_examples
 from agent.state import LoopState, SkillSpec, TestReport
 from safety.approvals import ApprovalRequest, Approvals, Decision
 from safety.paths import safe_rmtree, validate_skill_name
@@ -288,6 +288,9 @@ class AutonomousAgent:
         goal = " ".join(goal.split())
         if not goal:
             raise AgentError("a directive needs a goal, e.g. :directive Create a JSON validator skill")
+        if len(goal) > MAX_GOAL_CHARS:
+            raise AgentError(f"a goal is at most {MAX_GOAL_CHARS:,} characters (this one has {len(goal):,}); "
+                             "say what the skill does, with a few examples")
         if skill_name is not None:
             validate_skill_name(skill_name)
         directive_id = self.memory.add_directive(goal, self.settings.max_iter, skill=skill_name)

@@ -1,7 +1,8 @@
 """The interactive prompt. One ``cmd_*`` method per command; its docstring is its help text.
 
 ``Terminal`` is the one terminal boundary: everything the REPL prints or asks goes through it,
-so a whole session can be driven by prompt_toolkit's pipe input in tests.
+so a whole session can be driven by prompt_toolkit's pipe input in tests. It reads lines from a
+line source: the prompt at a terminal, or a file or pipe when stdin is not one (scripted runs).
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import shlex
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.application import get_app
 from prompt_toolkit.completion import Completer, Completion, WordCompleter
+from prompt_toolkit.filters import Condition, emacs_insert_mode, vi_insert_mode
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory
 from prompt_toolkit.input import Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import Output
 
 from agent.analysis import headline
@@ -24,23 +30,131 @@ from agent.checks import AUTOMATIC_MARK, Observed, describe_evidence
 from agent.core import AutonomousAgent, DirectiveResult
 from agent.errors import AgentError
 from agent.nodes import Event
+from agent.spec import MAX_LINE_CHARS
 from safety.approvals import ApprovalRequest, Decision
 from safety.paths import InvalidSkillName
 from safety.sandbox import Sandbox
 
 PROMPT = "Agent> "
 HISTORY_ROWS = 20  # directives :history lists
+TOO_LONG = f"skipped a line of more than {MAX_LINE_CHARS:,} characters (the most one line may have)"
+NOT_UTF8 = "skipped a line that is not valid UTF-8"
+SKIP_CHUNK = 1 << 16  # the rest of an over-long line is read past in pieces of this size
+insert_mode = emacs_insert_mode | vi_insert_mode
+
+
+class BadLine(Exception):
+    """A line that was read but cannot run (too long, not UTF-8); str(err) is the one-line refusal."""
+
+
+def refusal(line: str) -> str | None:
+    """Why ``line`` cannot run, or None when it can. Undecodable bytes arrive as lone surrogates."""
+    if len(line) > MAX_LINE_CHARS:
+        return TOO_LONG
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return NOT_UTF8
+    return None
+
+
+class LineSource(Protocol):
+    def read(self, message: str, completer: Completer | None) -> str:
+        """The next line, without its end; EOFError at the end, BadLine for one that cannot run."""
+        ...
+
+
+class PromptLines:
+    """Lines typed (or pasted) at a terminal, or sent through a prompt_toolkit Input, with history.
+
+    prompt_toolkit handles a line one key at a time, copying the whole line on each insert (a piped
+    100,000-character line took 32 s and 4.8 GB), so characters read together are inserted at once
+    and the line is bounded: a paste that would pass ``MAX_LINE_CHARS`` ends the prompt at once,
+    characters past it are dropped and Enter refuses the line. A refused line is not kept in history.
+    """
+
+    def __init__(self, history: Path | None, input: Input | None, output: Output | None) -> None:
+        self.overflowed = False
+        self.session: PromptSession = PromptSession(
+            history=FileHistory(str(history)) if history else None, input=input, output=output,
+            key_bindings=self._bounds())
+
+    def read(self, message: str, completer: Completer | None) -> str:
+        self.overflowed = False
+        return self.session.prompt(message, completer=completer)
+
+    def _bounds(self) -> KeyBindings:
+        bindings = KeyBindings()
+        refused = Condition(lambda: self.overflowed or refusal(get_app().current_buffer.text) is not None)
+
+        @bindings.add(Keys.BracketedPaste)
+        def _paste(event: KeyPressEvent) -> None:
+            if len(event.current_buffer.text) + len(event.data) > MAX_LINE_CHARS:
+                event.app.exit(exception=BadLine(TOO_LONG))
+                return
+            event.current_buffer.insert_text(event.data.replace("\r\n", "\n").replace("\r", "\n"))
+
+        @bindings.add(Keys.Any, filter=insert_mode)
+        def _insert(event: KeyPressEvent) -> None:
+            """A character, with the characters already read after it, in one insert."""
+            queue = event.app.key_processor.input_queue
+            pieces = [event.data * event.arg]
+            while queue and len(queue[0].key) == 1:  # a character; Enter and the like are Keys names
+                pieces.append(queue.popleft().data)
+            text = "".join(pieces)
+            if self.overflowed or len(event.current_buffer.text) + len(text) > MAX_LINE_CHARS:
+                self.overflowed = True
+                return
+            event.current_buffer.insert_text(text)
+
+        @bindings.add("enter", filter=refused)
+        def _refuse(event: KeyPressEvent) -> None:
+            event.app.exit(exception=BadLine(TOO_LONG if self.overflowed else
+                                             refusal(event.current_buffer.text) or TOO_LONG))
+
+        return bindings
+
+
+class StreamLines:
+    """Lines from a file or pipe (stdin that is not a terminal), read as bytes: a line is read up to
+    a bound (the rest is skipped in pieces, so a huge line costs no memory) and decoded strictly."""
+
+    MAX_BYTES = 4 * MAX_LINE_CHARS  # UTF-8 takes at most 4 bytes a character
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def read(self, message: str, completer: Completer | None) -> str:
+        raw = self.stream.readline(self.MAX_BYTES + 1)
+        if not raw:
+            raise EOFError
+        if len(raw) > self.MAX_BYTES and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = self.stream.readline(SKIP_CHUNK)
+            raise BadLine(TOO_LONG)
+        try:
+            line = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError:
+            raise BadLine(NOT_UTF8) from None
+        if len(line) > MAX_LINE_CHARS:
+            raise BadLine(TOO_LONG)
+        return line
 
 
 class Terminal:
-    """Printing and asking, on a prompt_toolkit input/output pair (real terminal by default)."""
+    """Printing and asking, on a prompt_toolkit input/output pair (real terminal by default), or
+    with lines from ``stream`` (bytes) when stdin is a file or pipe."""
 
     def __init__(self, history: Path | None = None, *, input: Input | None = None,
-                 output: Output | None = None) -> None:
+                 output: Output | None = None, stream: BinaryIO | None = None) -> None:
         self.output = output
-        self.session: PromptSession = PromptSession(
-            history=FileHistory(str(history)) if history else None, input=input, output=output)
+        self.lines: LineSource = StreamLines(stream) if stream is not None else PromptLines(history, input, output)
         self.streaming = False
+
+    @property
+    def interactive(self) -> bool:
+        """Whether lines come from the prompt (a person), rather than from a file or pipe."""
+        return isinstance(self.lines, PromptLines)
 
     def say(self, text: str = "", style: str = "") -> None:
         self.end_stream()
@@ -63,14 +177,22 @@ class Terminal:
             print_formatted_text("", output=self.output)
 
     def prompt(self, message: str = PROMPT, completer: Completer | None = None) -> str:
+        """The next line; EOFError at the end, BadLine for a line that cannot run. A line read
+        from a file or pipe is echoed after the prompt, so the output reads as a transcript."""
         self.end_stream()
-        return self.session.prompt(message, completer=completer)
+        line = self.lines.read(message, completer)
+        if not self.interactive:
+            self.say(message + line)
+        return line
 
     def ask_approval(self, request: ApprovalRequest) -> Decision:
         """Ask about one tier-2 need. Anything but o/a (or Ctrl+C / Ctrl+D) denies."""
         self.warn(f"The skill asks for {request.need}: {request}. Allowing grants {request.grants}.")
         try:
             answer = self.prompt("Allow? [o]nce / [a]lways for this skill / [d]eny: ").strip().lower()
+        except BadLine as err:
+            self.error(str(err))
+            answer = "d"
         except (EOFError, KeyboardInterrupt):
             answer = "d"
         return {"o": Decision.ONCE, "once": Decision.ONCE, "a": Decision.ALWAYS,
@@ -85,6 +207,9 @@ class Terminal:
             self.say(f"  {seen.call}  →  {seen.result}")
             try:
                 answer = self.prompt("  [y]es / [n]o / type the correct value / Enter to skip: ").strip()
+            except BadLine as err:
+                self.error(str(err))
+                answer = ""
             except (EOFError, KeyboardInterrupt):
                 answers.append(None)
                 break
@@ -118,7 +243,11 @@ class CommandCompleter(Completer):
 
 
 class Repl:
-    """The commands. ``handle`` runs one line; ``loop`` reads lines until :quit or EOF."""
+    """The commands. ``handle`` runs one line; ``loop`` reads lines until :quit or EOF.
+
+    A ``cmd_*`` method returns False when the command failed (None is success): that is what the
+    exit status of ``-c`` and scripted runs is made of.
+    """
 
     def __init__(self, agent: AutonomousAgent, terminal: Terminal) -> None:
         self.agent, self.term = agent, terminal
@@ -131,7 +260,9 @@ class Repl:
     def skill_names(self) -> list[str]:
         return sorted(s["name"] for s in self.agent.memory.read()["skills"])
 
-    def loop(self) -> None:
+    def loop(self) -> bool:
+        """Run lines until :quit or EOF; False if any failed or was refused."""
+        ok = True
         while self.running:
             try:
                 line = self.term.prompt(completer=self.completer)
@@ -139,27 +270,37 @@ class Repl:
                 continue  # Ctrl+C at the prompt clears the line, like Python's REPL
             except EOFError:
                 break
-            self.handle(line)
+            except BadLine as err:
+                self.term.error(str(err))
+                ok = False
+                continue
+            ok = self.handle(line) and ok
+        return ok
 
-    def handle(self, line: str) -> None:
-        """Run one input line; user errors print one line, never a traceback."""
+    def handle(self, line: str) -> bool:
+        """Run one input line; False when it failed. User errors print one line, never a traceback."""
+        refused = refusal(line)
+        if refused is not None:
+            self.term.error(refused)
+            return False
         line = line.strip()
         if not line:
-            return
+            return True
         if not line.startswith(":"):
             self.term.error(f"unknown input {line[:40]!r}: commands start with ':' (try :help)")
-            return
+            return False
         command, _, argument = line[1:].partition(" ")
         method = getattr(self, f"cmd_{command.lower()}", None)
         if method is None:
-            self.term.error(f"unknown command :{command} (try :help)")
-            return
+            self.term.error(f"unknown command :{command[:40]} (try :help)")
+            return False
         try:
-            method(argument.strip())
+            return method(argument.strip()) is not False
         except AgentError as err:
             self.term.error(str(err))
         except InvalidSkillName as err:
             self.term.error(str(err).splitlines()[0] if str(err) else "invalid skill name")
+        return False
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -174,6 +315,8 @@ class Repl:
             self.term.warn("Interrupted: the directive is recorded as interrupted; :resume continues it.")
             return False
         self.show_result(result)
+        # Only a working skill succeeds. An untested one fails too: nothing checked what it returns,
+        # so a script must not build on it (the issue asks for non-zero unless the directive ends working).
         return result.status == "working"
 
     def cmd_resume(self, argument: str) -> bool:
@@ -248,12 +391,12 @@ class Repl:
              s.get("description", "")[:50], (s.get("last_tested") or "never")[:19])
             for s in sorted(skills, key=lambda s: s["name"])])
 
-    def cmd_show(self, name: str) -> None:
+    def cmd_show(self, name: str) -> bool | None:
         """:show <skill>  print a skill's module and tests"""
         source = self.agent.library.source(name) if name else None
         if source is None:
             self.term.error(f"no saved skill named {name!r} (see :skills)")
-            return
+            return False
         skill = self.agent.memory.get_skill(name) or {}
         evidence = describe_evidence(skill["evidence"]) if skill.get("evidence") else "not recorded"
         self.term.say(f"# {name}: {skill.get('status', '?')} · {evidence}", "bold")
@@ -265,24 +408,25 @@ class Repl:
         if automatic:
             self.term.say("# + the automatic checks from the signature (property cases, types, repeats)", "bold")
 
-    def cmd_test(self, name: str) -> None:
+    def cmd_test(self, name: str) -> bool:
         """:test <skill>  re-run a saved skill's doctests and tests in the sandbox"""
         if not name:
             self.term.error("usage: :test <skill>")
-            return
+            return False
         report = self.agent.retest(name)
         status = (self.agent.memory.get_skill(name) or {}).get("status", "?")
         verdict = status if report["ok"] else f"failed ({report['category']})"
         self.term.say(f"  {name}: {verdict} · sandbox: {report['level'] or '-'} · {report['passed']} passed, "
                       f"{report['failed']} failed, {report['errors']} errors")
+        return bool(report["ok"])
 
-    def cmd_examples(self, argument: str) -> None:
+    def cmd_examples(self, argument: str) -> bool:
         """:examples <skill> <call> == <value>  add examples to a skill (they become tests) and retest it"""
         name, _, text = argument.partition(" ")
         if not name or not text.strip():
             self.term.error("usage: :examples <skill> <call> == <value>, e.g. :examples slugify "
                             "slugify('A b') == 'a-b'")
-            return
+            return False
         report = self.agent.add_examples(name, text)
         skill = self.agent.memory.get_skill(name) or {}
         evidence = describe_evidence(skill["evidence"]) if skill.get("evidence") else ""
@@ -290,15 +434,16 @@ class Repl:
             self.term.say(f"  {name}: {skill.get('status')} · {evidence}", "ansigreen")
         else:
             self.term.say(f"  {name}: failed · {headline(report['error'])}", "ansired")
+        return bool(report["ok"])
 
-    def cmd_memory(self, argument: str) -> None:
+    def cmd_memory(self, argument: str) -> bool | None:
         """:memory [raw]  summary of memory (skills by status, recent failures, pending directives)"""
         if argument == "raw":
             self.term.say(json.dumps(self.agent.memory.read(), indent=2))
-            return
+            return None
         if argument:
             self.term.error("usage: :memory or :memory raw")
-            return
+            return False
         summary = self.agent.memory.summary()
         counts = ", ".join(f"{n} {status}" for status, n in summary["skills"].items())
         self.term.say(f"Memory: {self.agent.memory.path}")
@@ -334,20 +479,24 @@ class Repl:
             return f"unavailable ({err})"
         return f"{model.name} ({'chat' if model.chat else 'completion'} prompts)"
 
-    def cmd_approvals(self, argument: str) -> None:
+    def cmd_approvals(self, argument: str) -> bool | None:
         """:approvals [revoke <skill> <need>]  list remembered grants, or revoke one"""
-        words = shlex.split(argument)
+        try:
+            words = shlex.split(argument)
+        except ValueError as err:  # an unclosed quote
+            self.term.error(f"{str(err).lower()}: usage: :approvals or :approvals revoke <skill> <need>")
+            return False
         if words[:1] == ["revoke"]:
             if len(words) != 3:
                 self.term.error("usage: :approvals revoke <skill> <need>")
-                return
+                return False
             done = self.agent.approvals.revoke(words[1], words[2])
             self.term.say(f"  revoked {words[2]} for {words[1]}" if done else
                           f"  no grant of {words[2]} for {words[1]}")
-            return
+            return bool(done)
         if words:
             self.term.error("usage: :approvals or :approvals revoke <skill> <need>")
-            return
+            return False
         grants = self.agent.memory.all_grants()
         if not grants:
             self.term.say("  No grants remembered.")

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import ast
 import builtins
+import io
+import itertools
 import json
 import keyword
 import re
 import sys
 import textwrap
+import tokenize
 
 from agent.state import Evidence, Example, SkillSpec
 
+MAX_LINE_CHARS = 20_000  # the longest input line read: a longer one is refused unread
+MAX_GOAL_CHARS = 4_000  # the longest directive goal (memory.schema.json's maxLength): longer text is not a goal
+MAX_ANNOTATION_WORDS = 12  # a return annotation is short: only its first words are tried
+MAX_LITERAL_TRIES = 32  # prefixes parsed, longest first, before a literal is given up
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 # "reverse_words(text: str) -> str", optionally in backticks, optionally after "def ".
 SIGNATURE_RE = re.compile(r"`?(?:def\s+)?([a-z_][a-z0-9_]{0,63})\(([^()`]*(?:\([^()`]*\)[^()`]*)*)\)\s*->\s*")
@@ -50,56 +57,103 @@ def parse_signature(goal: str) -> tuple[str, str] | None:
     signature = f"{name}({args}) -> {returns}"
     try:
         ast.parse(f"def {signature}: pass")
-    except SyntaxError:
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
     return name, signature
 
 
 def _leading_annotation(text: str) -> str | None:
-    """The longest prefix of ``text`` (up to a backtick, colon or newline) that is an expression."""
+    """The longest prefix of ``text`` (up to a backtick, colon or newline) that is an expression.
+
+    One parse per word, of the first ``MAX_ANNOTATION_WORDS`` words only: trying every word of a
+    long directive was quadratic (and a parse of thousands of words can run out of memory).
+    """
     text = re.split(r"[`\n]|:(?:\s|$)", text, maxsplit=1)[0]
-    words = text.split(" ")
+    words = text.split(" ", MAX_ANNOTATION_WORDS)[:MAX_ANNOTATION_WORDS]
     for end in range(len(words), 0, -1):
         candidate = " ".join(words[:end]).strip().rstrip(".,;")
         try:
             ast.parse(candidate, mode="eval")
-        except SyntaxError:
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
             continue
         return candidate
     return None
 
 
+_ARROW_RE = re.compile(r"\s*(==|->|returns|gives)\s*")
+
+
 def parse_examples(goal: str, name: str) -> list[Example]:
     """Examples the user wrote in the directive, as ``name(...) == value`` or ``name(...) -> value``."""
     examples: list[Example] = []
+    closing = _closing_parens(goal)
     for match in re.finditer(rf"\b{re.escape(name)}\(", goal):
-        call_end = _matching_paren(goal, match.end() - 1)
-        if call_end is None:
-            continue
-        rest = goal[call_end + 1:]
-        arrow = re.match(r"\s*(==|->|returns|gives)\s*", rest)
+        call_end = closing.get(match.end() - 1)
+        arrow = _ARROW_RE.match(goal, call_end + 1) if call_end is not None else None
         if not arrow:
             continue
-        value = leading_literal(rest[arrow.end():])
+        value = leading_literal(goal[arrow.end():])
         if value is not None:
             examples.append({"call": goal[match.start():call_end + 1], "result": value})
     return examples
 
 
-def _matching_paren(text: str, open_at: int) -> int | None:
-    depth = 0
-    for i in range(open_at, len(text)):
-        depth += {"(": 1, ")": -1}.get(text[i], 0)
-        if depth == 0:
-            return i
-    return None
+def _closing_parens(text: str) -> dict[int, int]:
+    """Where each "(" of ``text`` is closed (unclosed ones are left out), in one pass for all calls:
+    scanning from each call to its end was quadratic in a text of unclosed calls."""
+    closing: dict[int, int] = {}
+    opened: list[int] = []
+    for paren in re.finditer(r"[()]", text):
+        if paren.group() == "(":
+            opened.append(paren.start())
+        elif opened:
+            closing[opened.pop()] = paren.start()
+    return closing
+
+
+# The tokens a literal is made of (``set()`` is one too); any other token ends it.
+_LITERAL_NAMES = frozenset({"True", "False", "None", "set"})
+_LITERAL_OPS = frozenset({"(", ")", "[", "]", "{", "}", ",", ":", "+", "-"})
+_SKIPPED_TOKENS = frozenset({tokenize.NL, tokenize.INDENT, tokenize.DEDENT})
+
+
+def _literal_ends(text: str) -> list[int]:
+    """Where a literal at the start of ``text`` could end: after each token outside brackets, up
+    to the first token no literal has. One tokenizer pass finds the only prefixes worth parsing."""
+    starts = [0, *itertools.accumulate(len(line) for line in text.splitlines(keepends=True))]
+    ends: list[int] = []
+    depth, previous = 0, tokenize.OP
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type in _SKIPPED_TOKENS:
+                continue
+            if token.type == tokenize.OP and token.string in _LITERAL_OPS:
+                depth += (token.string in "([{") - (token.string in ")]}")
+            elif not (token.type in (tokenize.STRING, tokenize.NUMBER)
+                      or (token.type == tokenize.NAME and token.string in _LITERAL_NAMES)):
+                break
+            elif previous != tokenize.OP and not previous == token.type == tokenize.STRING:
+                break  # two values in a row ("1 2") end it; two strings are one ('a' 'b')
+            if depth < 0:
+                break
+            previous = token.type
+            if depth == 0:
+                ends.append(starts[token.end[0] - 1] + token.end[1])
+    except (tokenize.TokenError, SyntaxError):
+        pass  # an unclosed bracket or string: the ends found before it stand
+    return ends
 
 
 def leading_literal(text: str) -> str | None:
-    """The longest prefix of text that is a Python literal, normalised to its repr."""
-    for end in range(len(text), 0, -1):
+    """The longest prefix of text that is a Python literal, normalised to its repr.
+
+    Only prefixes ending at a token outside brackets are parsed, the longest
+    ``MAX_LITERAL_TRIES`` of them: parsing every prefix was quadratic in the text's length.
+    """
+    for end in reversed(_literal_ends(text)[-MAX_LITERAL_TRIES:]):
         chunk = text[:end].strip().rstrip(",;`")
-        if not chunk or chunk.endswith("."):
+        chunk = chunk[:-1] if chunk.endswith(".") else chunk  # "1." ending a sentence is 1
+        if not chunk:
             continue
         try:
             return repr(ast.literal_eval(chunk))

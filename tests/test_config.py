@@ -127,3 +127,93 @@ def test_allow_unsandboxed_flag_names_the_risk():
     assert "--allow-unsandboxed" in help_text
     assert "run generated code with only rlimits when no sandbox works: it can read your files and reach the " \
            "network" in help_text
+
+
+# Every bad value, wherever it comes from, is one line naming the value and where it came from.
+@pytest.mark.parametrize("flags, env, toml, message", [
+    ({"ollama_host": "http://[::1"}, {}, None,
+     "invalid ollama_host 'http://[::1' from --ollama-host: not a URL (Invalid IPv6 URL)"),
+    ({"ollama_host": "http://127.0.0.1:70000"}, {}, None,
+     "invalid ollama_host 'http://127.0.0.1:70000' from --ollama-host: the port must be a number from 1 to 65535"),
+    ({"ollama_host": "127.0.0.1:0"}, {}, None,
+     "invalid ollama_host '127.0.0.1:0' from --ollama-host: the port must be a number from 1 to 65535"),
+    ({"ollama_host": "http://host:port"}, {}, None,
+     "invalid ollama_host 'http://host:port' from --ollama-host: the port must be a number from 1 to 65535"),
+    ({"ollama_host": "ftp://host"}, {}, None,
+     "invalid ollama_host 'ftp://host' from --ollama-host: the URL must start with http:// or https://"),
+    ({"ollama_host": "http://"}, {}, None,
+     "invalid ollama_host 'http://' from --ollama-host: no host name, e.g. http://127.0.0.1:11434"),
+    ({"ollama_host": "http://a b:1"}, {}, None,
+     "invalid ollama_host 'http://a b:1' from --ollama-host: no host name, e.g. http://127.0.0.1:11434"),
+    ({"ollama_host": ""}, {}, None, "invalid ollama_host '' from --ollama-host"),
+    ({"ollama_host": "http://h\0st"}, {}, None,
+     "invalid ollama_host 'http://h\\x00st' from --ollama-host: it holds a control character"),
+    ({}, {"OLLAMA_HOST": "http://[::1"}, None,
+     "invalid ollama_host 'http://[::1' from $OLLAMA_HOST: not a URL (Invalid IPv6 URL)"),
+    ({}, {}, "ollama_host = 11434", "invalid ollama_host 11434 from {path}"),
+    ({"model": ""}, {}, None, "invalid model '' from --model"),
+    ({"model": "  "}, {}, None, "invalid model '  ' from --model"),
+    ({"model": "ollama:"}, {}, None,
+     "invalid model 'ollama:' from --model: use one of: auto, ollama:<tag>, embedded, gguf:<path>, openai:<model>"),
+    ({}, {"AGENT_MODEL": "gpt4"}, None,
+     "invalid model 'gpt4' from $AGENT_MODEL: use one of: auto, ollama:<tag>, embedded, gguf:<path>, openai:<model>"),
+    ({"model": "ollama:\udcff"}, {}, None, "invalid model 'ollama:\\udcff' from --model: not valid UTF-8"),
+    ({}, {}, "model = 3", "invalid model 3 from {path}"),
+    ({}, {}, 'model = "ollama:\\u0000"', "invalid model 'ollama:\\x00' from {path}: it holds a control character"),
+    ({"workspace": ""}, {}, None, "invalid workspace '' from --workspace"),
+    ({"workspace": "ws\0"}, {}, None, "invalid workspace 'ws\\x00' from --workspace: it holds a control character"),
+    ({}, {}, "workspace = []", "invalid workspace [] from {path}"),
+    ({"max_iter": ""}, {}, None, "invalid max_iter '' from --max-iter"),
+    ({"max_iter": "9" * 5000}, {}, None, "invalid max_iter '" + "9" * 59 + "... (5,002 characters) from --max-iter"),
+    ({}, {}, "max_iter = true", "invalid max_iter True from {path}"),
+    ({}, {}, "max_iter = 3.7", "invalid max_iter 3.7 from {path}"),
+    ({}, {}, "max_iter = 99999999999999999999999", "invalid max_iter 99999999999999999999999 from {path}"),
+    ({"timeout": "nan"}, {}, None, "invalid timeout 'nan' from --timeout"),
+    ({"timeout": "inf"}, {}, None, "invalid timeout 'inf' from --timeout"),
+    ({"timeout": "1e999"}, {}, None, "invalid timeout '1e999' from --timeout"),
+    ({}, {"AGENT_MODEL_TIMEOUT": "0"}, None, "invalid model_timeout '0' from $AGENT_MODEL_TIMEOUT"),
+    ({}, {}, "timeout = nan", "invalid timeout nan from {path}"),
+    ({}, {}, "timeout = true", "invalid timeout True from {path}"),
+    ({"sandbox": ""}, {}, None, "invalid sandbox '' from --sandbox"),
+    ({}, {}, "sandbox = ['bwrap']", "invalid sandbox ['bwrap'] from {path}"),
+    ({}, {}, 'yes = "maybe"', "invalid yes 'maybe' from {path}"),
+    ({}, {}, "agent = 3", "config file {path}: agent must be a table ([agent])"),
+    ({}, {}, "agent = [1]", "config file {path}: agent must be a table ([agent])"),
+    ({}, {}, 'agent = "x"', "config file {path}: agent must be a table ([agent])"),
+    ({}, {}, b"max_iter = \xff", "config file {path} is not valid TOML: 'utf-8' codec can't decode byte 0xff"),
+])
+def test_bad_values_from_every_layer_are_one_line(tmp_path, flags, env, toml, message):
+    path = tmp_path / "agent.toml"
+    if toml is not None:
+        path.write_bytes(toml if isinstance(toml, bytes) else toml.encode())
+    with pytest.raises(ConfigError) as info:
+        load_settings(flags, env=env, config_path=path if toml is not None else None)
+    text = str(info.value)
+    assert text.startswith(message.format(path=path)) and "\n" not in text
+
+
+@pytest.mark.parametrize("config, message", [
+    ("{dir}", "config file {dir} cannot be read: Is a directory"),
+    ("{dir}/x\0y", "config file '{dir}/x\\x00y' cannot be read: embedded null byte"),
+    ("{dir}/nope.toml", "config file {dir}/nope.toml does not exist"),
+    ("/dev/zero", "config file /dev/zero is over 256 KiB: not a settings file"),  # read bounded, not forever
+])
+def test_a_config_path_that_is_no_file_is_one_line(tmp_path, config, message):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, config_path=Path(config.format(dir=tmp_path)))
+    assert str(info.value) == message.format(dir=tmp_path)
+
+
+@pytest.mark.parametrize("flags, field, value", [
+    ({"ollama_host": "gpu-box:11434"}, "ollama_host", "http://gpu-box:11434"),
+    ({"ollama_host": "https://gpu-box"}, "ollama_host", "https://gpu-box"),
+    ({"ollama_host": "http://[::1]:11434/"}, "ollama_host", "http://[::1]:11434/"),
+    ({"model": " ollama:qwen2.5-coder:7b "}, "model", "ollama:qwen2.5-coder:7b"),
+    ({"model": "embedded"}, "model", "embedded"),
+    ({"workspace": "ws/\udcff"}, "workspace", Path("ws/\udcff")),  # a path may be any bytes but NUL
+    ({"max_iter": " 7 "}, "max_iter", 7),
+    ({"timeout": "2.5"}, "timeout", 2.5),
+])
+def test_good_values_pass(tmp_path, monkeypatch, flags, field, value):
+    monkeypatch.chdir(tmp_path)
+    assert getattr(load_settings(flags, env={}), field) == value

@@ -140,3 +140,39 @@ def test_a_skill_never_takes_a_module_name_python_needs():
     assert "from base64_skill import base64_skill as base64\n" in spec["tests"]
     assert [S.module_name(n) for n in ("json", "print", "class", "slugify")] == [
         "json_skill", "print_skill", "class_skill", "slugify"]
+
+
+# ---- long directives: parsing is linear (it was quadratic, and thousands of words ran out of memory) ----
+
+@pytest.mark.parametrize("text, expected", [
+    ("1.", "1"), ("3, f(2) == 4", "3"), ("'a' 'b' then", "'ab'"), ("[1,\n 2] and", "[1, 2]"),
+    ("-3 and", "-3"), ("1+2j.", "(1+2j)"), ("set() or", "set()"), ("True!", "True"), ("None.", "None"),
+    ('{"a": [1, (2, 3)]}, ok', "{'a': [1, (2, 3)]}"), ("  7", "7"), ("1 1 1", "1"), ("b'x'y", "b'x'"),
+    ("'unclosed", None), ("((1)", None), ("four", None), ("", None),
+])
+def test_leading_literal(text, expected):
+    assert S.leading_literal(text) == expected
+
+
+@pytest.mark.parametrize("goal, examples", [
+    pytest.param("f(1) == 1, " * 1800, 1800, id="many-examples"),
+    pytest.param("f(" * 10_000, 0, id="calls-never-closed"),
+    pytest.param("f(1) == " + "1 + " * 4000, 0, id="an-operator-chain"),
+    pytest.param("f(1) == '" * 2000, 1999, id="strings-opened-everywhere"),
+    pytest.param("f(1) == " + "[" * 19_000, 0, id="brackets-never-closed"),
+    pytest.param("`f(x: int) -> " + "a " * 9000, 0, id="a-return-annotation-of-9000-words"),
+])
+def test_a_long_goal_costs_a_bounded_number_of_parses(goal, examples, monkeypatch):
+    assert len(goal) <= S.MAX_LINE_CHARS
+    parses, real_parse = [], S.ast.parse
+
+    def counting_parse(source, *args, **kwargs):
+        parses.append(len(source))
+        return real_parse(source, *args, **kwargs)
+
+    monkeypatch.setattr(S.ast, "parse", counting_parse)  # literal_eval parses through it too
+    assert len(S.parse_examples(goal, "f")) == examples
+    S.parse_signature(goal)
+    S.describe(goal, "f")
+    assert len(parses) <= S.MAX_LITERAL_TRIES * goal.count("f(") + S.MAX_ANNOTATION_WORDS + 1
+    assert sum(parses) <= (S.MAX_LITERAL_TRIES + 1) * len(goal)  # the old code parsed every prefix

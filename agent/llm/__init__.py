@@ -13,7 +13,7 @@ from agent.errors import ConfigError
 from agent.llm.base import Completion, Model, Request, TokenCallback
 
 __all__ = ["DEFAULT_OLLAMA_MODEL", "EMBEDDED_NOTE", "SPEC_FORMS", "Completion", "Model",
-           "Request", "TokenCallback", "choose_backend", "load_model"]
+           "Request", "TokenCallback", "choose_backend", "known_spec", "load_model"]
 
 DEFAULT_OLLAMA_MODEL = "qwen2.5-coder:7b"
 EMBEDDED_NOTE = "the embedded model gemma3-270m (llama.cpp, CPU)"
@@ -44,6 +44,13 @@ def choose_backend(ollama_host: str | None = None, *, default_tag: str = DEFAULT
         return f"ollama:{default_tag}", None
     return "embedded", (f"Ollama at {host} has no {default_tag} (run `ollama pull {default_tag}`); "
                         f"using {EMBEDDED_NOTE}.")
+
+
+def known_spec(spec: str) -> bool:
+    """Whether ``spec`` has one of the forms ``load_model`` takes (the model itself is not looked at)."""
+    spec = spec.strip()
+    kind, _, arg = spec.partition(":")
+    return spec == "auto" or (kind == "embedded" and not arg) or (kind in ("ollama", "gguf", "openai") and bool(arg))
 
 
 def load_model(spec: str = "auto", *, ollama_host: str | None = None,

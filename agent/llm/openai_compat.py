@@ -58,12 +58,16 @@ class OpenAICompatModel:
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
         self._usage_in_stream = True
         self._json_schema = True  # response_format json_schema, until the server refuses it
-        self._client = client if client is not None else openai.OpenAI(
-            base_url=self.base_url,
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_KEY,
-            timeout=openai.Timeout(read_timeout, connect=3.0) if read_timeout else TIMEOUT,
-            max_retries=0,
-        )
+        try:
+            self._client = client if client is not None else openai.OpenAI(
+                base_url=self.base_url,
+                api_key=api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_KEY,
+                timeout=openai.Timeout(read_timeout, connect=3.0) if read_timeout else TIMEOUT,
+                max_retries=0,
+            )
+        except Exception as err:  # noqa: BLE001 - here the client only parses its settings (a bad URL)
+            raise unavailable(f"The OpenAI base URL {self.base_url!r} is not a URL ({err}); "
+                              "set OPENAI_BASE_URL, e.g. http://127.0.0.1:8000/v1.") from None
 
     def _open_stream(self, request: Request) -> Any:
         kwargs: dict[str, Any] = {
