@@ -99,7 +99,7 @@ def _hold_lock(lock_path: str, held: Any, seconds: float) -> None:
 
 def test_two_processes_lose_no_updates(workspace: Path) -> None:
     Memory(workspace).upsert_skill("counter")
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # a fresh process, as a second agent is
     workers = [ctx.Process(target=_increment, args=(str(workspace), 50)) for _ in range(2)]
     for worker in workers:
         worker.start()

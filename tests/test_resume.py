@@ -252,3 +252,11 @@ def test_ten_kills_leave_no_debris(workspace, server):
     assert {d["status"] for d in memory.read()["directives"]} == {"done"}
     leftovers = [p for p in workspace.rglob("*") if p.name.endswith(".tmp") or p.parent.name in ("exec", "running")]
     assert leftovers == []
+
+
+def test_a_broken_history_file_is_one_line_and_the_rest_works(workspace):
+    (workspace / "history").mkdir(parents=True)
+    (workspace / "history" / "history.sqlite").write_text("garbage, not a database")
+    code, out = session(workspace, [":history", ":skills", ":quit"], "--model", MODEL)
+    assert "history.sqlite: file is not a database (the history and failure log could not be used)" in out
+    assert "No skills yet" in out and "Traceback" not in out

@@ -16,12 +16,16 @@ agents on one workspace (busy timeout). LangGraph's checkpoints live in their ow
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from agent.errors import AgentError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,25 +56,40 @@ _SELECT_RUNS = ("SELECT directive_id, goal, started, ended, outcome, reason, ski
                 "seconds, level, model FROM runs")
 
 
+class HistoryError(AgentError):
+    """history.sqlite cannot be read or written (disk full, permissions, a broken file)."""
+
+
+@contextlib.contextmanager
+def _one_line(path: Path):
+    try:
+        yield
+    except sqlite3.Error as err:
+        raise HistoryError(f"{path}: {err} (the history and failure log could not be used)") from None
+
+
 class History:
-    """One connection per process to history/history.sqlite, opened on first use."""
+    """One connection per process to history/history.sqlite, opened on first use (and again in
+    a forked child, which must not use its parent's). A failure is a one-line ``HistoryError``."""
 
     def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
         self.path = path
         self.timeout = timeout
         self._conn: sqlite3.Connection | None = None
+        self._pid = 0
         self._lock = threading.Lock()
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
+        if self._conn is None or self._pid != os.getpid():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False,
-                                   isolation_level=None)  # autocommit; transactions are explicit
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; never corrupt
-            conn.executescript(_SCHEMA)
-            self._conn = conn
+            with _one_line(self.path):
+                conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False,
+                                       isolation_level=None)  # autocommit; transactions are explicit
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; never corrupt
+                conn.executescript(_SCHEMA)
+            self._conn, self._pid = conn, os.getpid()
         return self._conn
 
     def close(self) -> None:
@@ -79,7 +98,7 @@ class History:
             self._conn = None
 
     def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
-        with self._lock:
+        with self._lock, _one_line(self.path):
             conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -89,14 +108,22 @@ class History:
                 raise
             conn.execute("COMMIT")
 
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with _one_line(self.path):
+            return self.conn.execute(sql, params).fetchall()
+
     # -- meta ------------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        """A cached fact, or None (also when the file cannot be read: facts are only shortcuts)."""
+        with contextlib.suppress(HistoryError):
+            rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+            return rows[0][0] if rows else None
+        return None
 
     def set_meta(self, key: str, value: str) -> None:
-        self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [(key, value)])
+        with contextlib.suppress(HistoryError):
+            self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [(key, value)])
 
     # -- failures --------------------------------------------------------------------------------
 
@@ -108,12 +135,12 @@ class History:
 
     def failures(self) -> Iterator[dict[str, Any]]:
         """Every failure ever logged, oldest first."""
-        cursor = self.conn.execute(_ALL_FAILURES)
-        for row in cursor:
-            yield dict(zip(FAILURE_FIELDS, row, strict=True))
+        with _one_line(self.path):
+            for row in self.conn.execute(_ALL_FAILURES):
+                yield dict(zip(FAILURE_FIELDS, row, strict=True))
 
     def failure_count(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM failures").fetchone()[0]
+        return self._rows("SELECT count(*) FROM failures")[0][0]
 
     # -- runs and their events -------------------------------------------------------------------
 
@@ -135,20 +162,19 @@ class History:
 
     def recent_runs(self, n: int = 20) -> list[dict[str, Any]]:
         """The ``n`` most recently started directives, newest first."""
-        rows = self.conn.execute(_SELECT_RUNS + " ORDER BY started DESC, rowid DESC LIMIT ?", (n,)).fetchall()
+        rows = self._rows(_SELECT_RUNS + " ORDER BY started DESC, rowid DESC LIMIT ?", (n,))
         return [dict(zip(RUN_FIELDS, row, strict=True)) for row in rows]
 
     def run(self, directive_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(_SELECT_RUNS + " WHERE directive_id = ?",
-                                (directive_id,)).fetchone()
-        return dict(zip(RUN_FIELDS, row, strict=True)) if row else None
+        rows = self._rows(_SELECT_RUNS + " WHERE directive_id = ?", (directive_id,))
+        return dict(zip(RUN_FIELDS, rows[0], strict=True)) if rows else None
 
     def find_run(self, prefix: str) -> dict[str, Any] | None:
         """The directive whose id starts with ``prefix`` (hex, 4+ characters), if exactly one does."""
         if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
             return None
-        rows = self.conn.execute(_SELECT_RUNS + " WHERE directive_id >= ? AND directive_id < ? LIMIT 2",
-                                 (prefix, prefix + "g")).fetchall()
+        rows = self._rows(_SELECT_RUNS + " WHERE directive_id >= ? AND directive_id < ? LIMIT 2",
+                          (prefix, prefix + "g"))
         return dict(zip(RUN_FIELDS, rows[0], strict=True)) if len(rows) == 1 else None
 
     def add_event(self, directive_id: str, timestamp: str, kind: str, data: dict[str, Any]) -> None:
@@ -157,7 +183,8 @@ class History:
 
     def events(self, directive_id: str) -> Iterator[dict[str, Any]]:
         """A directive's audit trail in order: ``{"timestamp", "kind", **data}`` each."""
-        cursor = self.conn.execute("SELECT timestamp, kind, data FROM events WHERE directive_id = ? "
-                                   "ORDER BY id", (directive_id,))
-        for timestamp, kind, data in cursor:
-            yield {"timestamp": timestamp, "kind": kind, **json.loads(data)}
+        with _one_line(self.path):
+            cursor = self.conn.execute("SELECT timestamp, kind, data FROM events WHERE directive_id = ? "
+                                       "ORDER BY id", (directive_id,))
+            for timestamp, kind, data in cursor:
+                yield {"timestamp": timestamp, "kind": kind, **json.loads(data)}
