@@ -437,7 +437,7 @@ class Repl:
         return bool(report["ok"])
 
     def cmd_memory(self, argument: str) -> bool | None:
-        """:memory [raw]  summary of memory (skills by status, recent failures, pending directives)"""
+        """:memory [raw]  summary of memory (skills by status, recent failures, directives to resume)"""
         if argument == "raw":
             self.term.say(json.dumps(self.agent.memory.read(), indent=2))
             return None
@@ -567,8 +567,12 @@ def replay(run: dict, events: Iterable[dict]) -> Iterator[tuple[str, str]]:
     yield (f"Directive {run['directive_id']} · {run['goal']}", "bold")
     yield (f"  {run['outcome'] or 'running'} · {run['iterations']} iterations · {run['seconds']:.1f} s · "
            f"{run['tokens']} tokens · model {run['model'] or '?'} · sandbox {run['level'] or '-'}", "")
+    running = False
     for event in events:
         clock, kind = event["timestamp"][11:19], event["kind"]
+        if kind == "start" and running:
+            yield ("          (the agent stopped here: killed or crashed, so the directive was cut off)", "ansiyellow")
+        running = kind != "end" and (running or kind == "start")
         if kind == "start":
             yield (f"{clock}  START   {'resumed' if event['resumed'] else 'new'} · cap "
                    f"{event['max_iterations']} iterations", "bold")

@@ -230,6 +230,7 @@ def test_killed_agent_offers_the_directive_and_resume_finishes_it(workspace, ser
     asked = server.bodies("/api/chat")
     assert len(asked) == 4 and "a - b" in json.dumps(asked[-1])  # no new plan; the failure fed back
     assert "START   resumed" in out and "END     working (passed)" in out
+    assert "(the agent stopped here: killed or crashed, so the directive was cut off)" in out
     assert list(workspace.glob("exec/*")) == [] and list(workspace.glob("history/running/*")) == []
 
 
