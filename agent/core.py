@@ -10,7 +10,7 @@ import sqlite3
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -217,9 +217,9 @@ class AutonomousAgent:
         lock = self.workspace / "history" / "agent.lock"
         fd = try_lock(lock)
         if fd is None:  # another agent lives: its runs are not debris
-            fd = try_lock(lock, shared=True)
-            if fd is not None:
-                weakref.finalize(self, os.close, fd)
+            fd = try_lock(lock, shared=True, wait=True)  # waits out another agent's clean start
+            assert fd is not None
+            weakref.finalize(self, os.close, fd)
             return []
         removed, notes = 0, []
         try:
@@ -235,6 +235,8 @@ class AutonomousAgent:
                         notes.append(note)
             for path in temp_debris(self.workspace, self.library.skills_dir, self.library.skills_dir / "tests",
                                     self.workspace / "history"):
+                if path.name.startswith(".memory.json."):
+                    continue  # Memory.recover removes those, under memory's lock
                 with contextlib.suppress(OSError):
                     path.unlink()
                     removed += 1
@@ -293,6 +295,7 @@ class AutonomousAgent:
                              "say what the skill does, with a few examples")
         if skill_name is not None:
             validate_skill_name(skill_name)
+        self._check_storage()
         directive_id = self.memory.add_directive(goal, self.settings.max_iter, skill=skill_name)
         run = _Run(self, goal, directive_id, skill_name, self.settings.max_iter)
         return self._drive(run, {"goal": goal, "skill_name": skill_name, "directive_id": directive_id,
@@ -305,7 +308,9 @@ class AutonomousAgent:
     def resume(self, directive_id: str | None = None, *, confirm: Confirm | None = None) -> DirectiveResult:
         """Continue a directive that did not end: the most recent one, or ``directive_id`` (a
         unique prefix will do). It goes on from its last completed step (plan, write, test,
-        analyze), so a plan or a tested version is not made again."""
+        analyze), so a plan or a tested version is not made again. A directive another agent is
+        running, or one that ended meanwhile, is a one-line ``AgentError``."""
+        self._check_storage()
         waiting = self.resumable()
         if not waiting:
             raise AgentError("nothing to resume: no directive is pending, interrupted or cut off")
@@ -319,35 +324,39 @@ class AutonomousAgent:
                                  f"{directive_id!r} (resumable: {ids})")
             directive = matches[0]
         run = _Run(self, directive["goal"], directive["id"], directive["skill"], directive["max_iterations"])
-        state = self.checkpointed(directive["id"])
-        if state is None:  # it stopped before its first step ended: start it over
-            return self._drive(run, {"goal": directive["goal"], "skill_name": directive["skill"],
-                                     "directive_id": directive["id"],
-                                     "max_iterations": directive["max_iterations"]}, confirm)
-        run.iteration, run.tokens = state.get("iteration", 0), state.get("tokens", 0)
-        if self.on_event:
-            self.on_event(Event("RESUME", f"from the last completed step (iteration {run.iteration})",
-                                run.iteration, directive["max_iterations"], run.tokens))
-        return self._drive(run, None, confirm)
+        return self._drive(run, {"goal": directive["goal"], "skill_name": directive["skill"],
+                                 "directive_id": directive["id"], "max_iterations": directive["max_iterations"]},
+                           confirm, resume=True)
 
     def checkpointed(self, directive_id: str) -> LoopState | None:
         """The loop state a directive's last completed step left, or None."""
         from agent.graph import build_graph
 
         graph = build_graph(None, checkpointer=self.checkpointer)  # type: ignore[arg-type]
-        snapshot = graph.get_state({"configurable": {"thread_id": directive_id}})
+        with self._checkpoint_errors():
+            snapshot = graph.get_state({"configurable": {"thread_id": directive_id}})
         return dict(snapshot.values) if snapshot.values else None  # type: ignore[return-value]
 
-    def _drive(self, run: _Run, state: LoopState | None, confirm: Confirm | None) -> DirectiveResult:
-        """Run the loop from ``state`` (None: from the checkpoint) to the directive's recorded end."""
+    def _drive(self, run: _Run, fresh: LoopState, confirm: Confirm | None, *,
+               resume: bool = False) -> DirectiveResult:
+        """Run a directive's loop to its recorded end: from ``fresh``, or (``resume``) from its last
+        checkpoint when it has one. Starting it takes its liveness lock first: a directive another
+        agent runs, or one that ended, raises ``AgentError`` and is left as it is."""
         memory = self.memory
-        memory.history.start_run(run.directive_id, run.goal, now(), model=self._model_name())
-        run.audit("start", goal=run.goal, resumed=state is None, max_iterations=run.max_iterations)
+        memory.start_directive(run.directive_id)
         try:
-            memory.start_directive(run.directive_id)
-            final = run.loop(state)
+            memory.history.start_run(run.directive_id, run.goal, now(), model=self._model_name())
+            saved = self.checkpointed(run.directive_id) if resume else None
+            run.audit("start", goal=run.goal, resumed=resume, from_checkpoint=saved is not None,
+                      max_iterations=run.max_iterations)
+            if saved is not None:
+                run.iteration, run.tokens = saved.get("iteration", 0), saved.get("tokens", 0)
+                run.emit(Event("RESUME", f"from the last completed step (iteration {run.iteration})",
+                               run.iteration, run.max_iterations, run.tokens))
+            final = run.loop(None if saved is not None else fresh)
             if final.get("reason") == "passed" and confirm is not None:
                 final = self._ask_the_user(run, final, confirm)
+            return self._finish(final, run)
         except ModelUnavailable as err:
             return run.end("pending", "model_unavailable", str(err))
         except KeyboardInterrupt:
@@ -358,7 +367,20 @@ class AutonomousAgent:
             error = f"{type(err).__name__}: {err}"
             return run.end("crashed", "crashed", f"the directive crashed ({error}); details in "
                            "history/crashes.log", error=error)
-        return self._finish(final, run)
+
+    @contextlib.contextmanager
+    def _checkpoint_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as err:
+            raise AgentError(f"{self.workspace / 'history' / 'checkpoints.sqlite'}: {err}; move it away "
+                             "(a new one is made; unfinished directives then start over)") from None
+
+    def _check_storage(self) -> None:
+        """Fail in one line, before a directive is recorded, when its history cannot be kept."""
+        self.memory.history.check()
+        with self._checkpoint_errors():
+            self.checkpointer.setup()
 
     def _model_name(self) -> str | None:
         return self._model.name if self._model is not None else None
@@ -378,7 +400,8 @@ class AutonomousAgent:
     def forget_checkpoints(self, directive_id: str) -> None:
         """Drop a directive's checkpoints once it ended for good (there is nothing to resume)."""
         if self._checkpointer is not None or (self.workspace / "history" / "checkpoints.sqlite").exists():
-            self.checkpointer.delete_thread(directive_id)
+            with contextlib.suppress(sqlite3.Error):  # a broken file keeps them: nothing to lose
+                self.checkpointer.delete_thread(directive_id)
 
     def _ask_the_user(self, run: _Run, final: LoopState, confirm: Confirm) -> LoopState:
         """Show the probes' actual results; confirmed and corrected values become tests. A

@@ -296,6 +296,8 @@ class Repl:
             return False
         try:
             return method(argument.strip()) is not False
+        except KeyboardInterrupt:  # Ctrl+C during :test, :history <n>, ...: back to the prompt
+            self.term.warn("Interrupted.")
         except AgentError as err:
             self.term.error(str(err))
         except InvalidSkillName as err:
@@ -331,8 +333,12 @@ class Repl:
             try:
                 result = self.agent.resume(directive_id, confirm=self.term.confirm_examples)
             except KeyboardInterrupt:
-                self.term.warn("Interrupted: the directive is recorded as interrupted; :resume continues it.")
+                self.term.warn("Interrupted: :resume continues it.")
                 return False
+            except AgentError as err:  # e.g. another agent took it meanwhile: go on with the rest
+                self.term.error(str(err))
+                ok = False
+                continue
             self.show_result(result)
             ok = ok and result.status == "working"
         return ok
@@ -351,8 +357,8 @@ class Repl:
             self.table(rows)
             self.term.say("  :history <#> replays one.")
             return True
-        run = (runs[int(argument) - 1] if argument.isdigit() and 0 < int(argument) <= len(runs)
-               else self.agent.memory.history.find_run(argument))
+        number = int(argument) if argument.isascii() and argument.isdigit() and len(argument) < 6 else 0
+        run = runs[number - 1] if 0 < number <= len(runs) else self.agent.memory.history.find_run(argument)
         if run is None:
             self.term.error(f"no directive {argument!r} in the history (:history lists them)")
             return False

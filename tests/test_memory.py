@@ -433,3 +433,62 @@ def test_recover_removes_only_memory_temp_files(workspace: Path) -> None:
     assert memory.recover() == []
     assert sorted(p.name for p in workspace.glob(".*.tmp")) == [".notes.txt.abc.tmp"]
     assert memory.get_skill("kept") is not None
+
+
+def test_an_update_never_builds_on_a_stale_copy_even_with_a_coarse_clock(workspace: Path) -> None:
+    """Backups make inodes come back; within one clock tick a rewritten file of the same size
+    has the identity of an older one. An update compares bytes, so no write is lost."""
+    a, b = Memory(workspace), Memory(workspace)
+    b.upsert_skill("adder", description="x")
+    a.read()
+    before = os.stat(memory_file := workspace / "memory.json")
+    b.upsert_skill("adder", description="y")
+    b.upsert_skill("adder", description="z")
+    if os.stat(memory_file).st_ino != before.st_ino or os.stat(memory_file).st_size != before.st_size:
+        pytest.skip("this filesystem gave the file a new inode: the identity differs anyway")
+    os.utime(memory_file, ns=(before.st_atime_ns, before.st_mtime_ns))  # what a coarse clock gives
+    a.upsert_skill("other")
+    assert Memory(workspace).get_skill("adder")["description"] == "z"
+
+
+def test_an_item_moved_to_another_section_is_validated_there(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.upsert_skill("kept")
+    record(memory, 1)
+    with pytest.raises(ValueError, match="memory update rejected"):
+        memory.update(lambda doc: doc["failures"].append(doc["skills"][0]))
+    with pytest.raises(ValueError, match="memory update rejected"):
+        memory.update(lambda doc: doc["directives"].append(doc["skills"][0]))
+    with pytest.raises(ValueError, match="duplicate failure seq"):
+        memory.update(lambda doc: doc["failures"].append(dict(doc["failures"][0])))
+    check(json.loads(memory.path.read_text()))
+
+
+def test_values_given_to_memory_are_copied(workspace: Path) -> None:
+    memory = Memory(workspace)
+    probes = ["kept('a')"]
+    memory.upsert_skill("kept", probes=probes)
+    probes.append("changed later")
+    memory.get_skill("kept")["probes"].append("changed by a reader")
+    memory.upsert_skill("kept", description="unrelated")
+    assert json.loads(memory.path.read_text())["skills"][0]["probes"] == ["kept('a')"]
+
+
+def test_a_v1_memory_is_migrated_at_start_so_its_ids_hold(workspace: Path) -> None:
+    from tests.test_memory_migration_lock import SEED_V1
+    memory = Memory(workspace)
+    memory.path.write_text(json.dumps(SEED_V1))
+    memory.recover()
+    assert json.loads(memory.path.read_text())["version"] == CURRENT_VERSION
+    first = [d["id"] for d in memory.resumable_directives()]
+    assert first == [d["id"] for d in Memory(workspace).resumable_directives()] and len(first) == 1
+
+
+def test_a_legacy_log_with_odd_rows_does_not_block_a_start(workspace: Path) -> None:
+    memory = Memory(workspace)
+    memory.legacy_log_path.parent.mkdir(parents=True)
+    rows = [{"seq": 1, "skill": "a", "category": "crash", "error": "e", "code_snippet": "", "timestamp": "t",
+             "iteration": None}, {"seq": "2"}, [1, 2], {"seq": 3, "skill": None}]
+    memory.legacy_log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert memory.recover() == ["moved 2 logged failures from history/failures.jsonl into history/history.sqlite"]
+    assert [f["seq"] for f in memory.failure_log()] == [1, 3]

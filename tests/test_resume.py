@@ -124,7 +124,7 @@ def test_a_clean_start_removes_debris_of_killed_runs_but_never_follows_links(wor
     (workspace / "notes.tmp").write_text("the user's own file")
     notices: list[str] = []
     make_agent(workspace, FakeModel(), on_notice=notices.append)
-    assert notices == ["removed 5 leftovers of killed runs (run directories, temp files)"]
+    assert notices == ["removed 3 leftovers of killed runs (run directories, temp files)"]  # + memory's 2
     assert list((workspace / "exec").iterdir()) == []
     assert (outside / "keep.txt").read_text() == "host file"
     assert (workspace / "notes.tmp").exists()
@@ -261,3 +261,33 @@ def test_a_broken_history_file_is_one_line_and_the_rest_works(workspace):
     code, out = session(workspace, [":history", ":skills", ":quit"], "--model", MODEL)
     assert "history.sqlite: file is not a database (the history and failure log could not be used)" in out
     assert "No skills yet" in out and "Traceback" not in out
+
+
+def test_a_directive_another_agent_runs_is_left_alone(workspace):
+    agent = make_agent(workspace, FakeModel([PLAN, KeyboardInterrupt()]))
+    with pytest.raises(KeyboardInterrupt):
+        agent.run(GOAL)
+    (waiting,) = agent.resumable()
+    other = Memory(workspace)
+    other.start_directive(waiting["id"])  # another agent took it between our list and our start
+    with pytest.raises(AgentError, match="running in another agent"):
+        agent.memory.start_directive(waiting["id"])  # what resume does first, before any change
+    with pytest.raises(AgentError, match="nothing to resume"):
+        agent.resume(waiting["id"])
+    assert agent.memory.directive(waiting["id"])["status"] == "running"  # not called crashed
+    assert agent.checkpointed(waiting["id"]) is not None  # its checkpoints are still there
+    other.finish_directive(waiting["id"], status="done", reason="passed", skill=None, iterations=1)
+    with pytest.raises(AgentError, match="already ended"):
+        agent.memory.start_directive(waiting["id"])
+
+
+def test_a_broken_checkpoint_file_is_one_line(workspace, server):
+    make_agent(workspace, FakeModel([ModelUnavailable("down")])).run(GOAL)
+    for path in (workspace / "history").glob("checkpoints.sqlite*"):
+        path.unlink()
+    (workspace / "history" / "checkpoints.sqlite").write_text("garbage, not a database")
+    code, out = session(workspace, [":resume", ":directive " + GOAL, ":history ²", ":skills", ":quit"],
+                        "--model", MODEL)
+    assert out.count("checkpoints.sqlite: file is not a database; move it away") == 2
+    assert "no directive '²' in the history" in out and "No skills yet" in out and "Traceback" not in out
+    assert len(Memory(workspace).read()["directives"]) == 1  # the refused directive was not recorded

@@ -53,20 +53,30 @@ def link_backup(path: Path, backup: Path) -> None:
             os.unlink(tmp)
 
 
-def try_lock(path: Path, *, shared: bool = False) -> int | None:
-    """An fd holding an flock on ``path`` (created), or None if another process holds it.
+def try_lock(path: Path, *, shared: bool = False, wait: bool = False) -> int | None:
+    """An fd holding an flock on ``path`` (created), or None if another process holds it
+    (``wait``: block until it is free instead).
 
     The kernel drops the lock when the holder dies, even by SIGKILL: that is how a dead
-    agent's directive and run directories are told from a live one's.
+    agent's directive and run directories are told from a live one's. A lock file is removed
+    by whoever releases it last, so a lock taken on a file that was unlinked meanwhile is
+    worthless: it is dropped and taken again on the file now at ``path``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # locked an unlinked file: try the one at the path now
 
 
 def unlock(fd: int, path: Path | None = None) -> None:

@@ -92,6 +92,10 @@ class History:
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
+    def check(self) -> None:
+        """Raise ``HistoryError`` (one line) if the file cannot be opened as a database."""
+        self._rows("SELECT 1 FROM meta LIMIT 1")
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

@@ -82,13 +82,13 @@ def _raise_first(validator_: Draft202012Validator, instance: Any, *at: str | int
 
 
 def _check_unique(doc: dict[str, Any]) -> None:
-    for key, field in (("skills", "name"), ("directives", "id")):
+    for key, field in SECTIONS.items():
         keys = [item[field] for item in doc[key]]
         if len(set(keys)) == len(keys):
             continue
         dupes = sorted(k for k, count in Counter(keys).items() if count > 1)
         if dupes:
-            raise ValidationError(f"duplicate {key[:-1]} {field}: {', '.join(dupes)}")
+            raise ValidationError(f"duplicate {key[:-1]} {field}: {', '.join(map(str, dupes))}")
 
 
 def check(doc: Any) -> None:

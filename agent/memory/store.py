@@ -4,11 +4,12 @@
   fsync, rename, fsync the dir); the previous file stays as ``memory.json.bak`` (a hard link, no
   copy). A file that is not valid JSON or does not match the schema raises
   :class:`MemoryCorrupted` and is never overwritten; a missing file with a backup is restored.
-- It stays fast at 10,000 skills. A process keeps the document it last read or wrote and the
-  file's identity (inode, size, mtime); while the file is unchanged it neither parses nor
-  validates it again, and an update validates and re-serializes only the items it changed (one
-  item per line in the file). A start skips validating a file this agent wrote itself (its
-  identity is recorded in history.sqlite next to the schema's digest).
+- It stays fast at 10,000 skills. A process keeps the document it last read or wrote with the
+  file's bytes and identity (inode, size, mtime). A read trusts it while the identity holds; an
+  update (under the lock) only while the bytes are the same, since a coarse clock can give a
+  rewritten file an old identity. An update validates and re-serializes only the items it
+  changed (one item per line in the file). A start skips validating bytes this agent validated
+  or wrote (their size and hash are recorded in history.sqlite with the schema's digest).
 - The failure log beyond the recent window, and the audit trail, live in history/history.sqlite
   (``History``).
 """
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import uuid
@@ -57,19 +59,23 @@ class MemoryLocked(AgentError, TimeoutError):
     """Another process held memory.json's lock for longer than the lock timeout."""
 
 
+Index = dict[tuple[str, int], tuple[Any, Any, str]]  # (section, id(item)) -> (item, pristine copy, line)
+
+
 class _Cached:
-    """The document as last read or written, the file identity it came from, and (once an
-    update needs it) each item's pristine copy and serialized line, by the item's identity."""
+    """The document as last read or written, the file identity and bytes it came from, and
+    (once an update needs it) each item's pristine copy and serialized line, by section and
+    the item's identity (an item moved to another section counts as new there)."""
 
     def __init__(self, doc: dict[str, Any], stamp: Stamp, raw: bytes) -> None:
         self.doc, self.stamp, self.raw = doc, stamp, raw
-        self.items: dict[int, tuple[Any, Any, str]] | None = None
+        self.items: Index | None = None
 
-    def index(self) -> dict[int, tuple[Any, Any, str]]:
-        """id(item) -> (item, its pristine copy, its line); built on first use (one more parse)."""
+    def index(self) -> Index:
+        """The items' pristine copies and lines; built on first use (one more parse)."""
         if self.items is None:
             pristine = json.loads(self.raw)
-            self.items = {id(item): (item, copy, _dumps(copy)) for section in SECTIONS
+            self.items = {(section, id(item)): (item, copy, _dumps(copy)) for section in SECTIONS
                           for item, copy in zip(self.doc[section], pristine[section], strict=True)}
         return self.items
 
@@ -88,6 +94,11 @@ def _serialize(doc: dict[str, Any], lines: dict[str, list[str]]) -> bytes:
         else:
             parts.append(f"  {_dumps(key)}: {_dumps(value)}")
     return ("{\n" + ",\n".join(parts) + "\n}\n").encode("utf-8")
+
+
+def _copy(value: T) -> T:
+    """A deep copy of plain JSON data, for callers (memory's own document is not theirs to change)."""
+    return json.loads(_dumps(value))
 
 
 def _stamp(stat: os.stat_result) -> Stamp:
@@ -129,20 +140,23 @@ class Memory:
             f"{self.path} is corrupted: {reason}; nothing was changed. To recover, {backup} "
             f"move the file away (mv {self.path} {self.path}.broken) to start an empty memory.")
 
-    def _validated_mark(self, stamp: Stamp) -> str:
-        return f"{schema_digest()}:{stamp[0]}:{stamp[1]}:{stamp[2]}"
+    @staticmethod
+    def _validated_mark(raw: bytes) -> str:
+        """What history.sqlite records of a file validated (or written) by this agent: its size
+        and content hash, under this schema (6 ms for 6 MB)."""
+        return f"{schema_digest()}:{len(raw)}:{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
 
-    def _parse(self, raw: bytes, stamp: Stamp | None, path: Path | None = None) -> tuple[dict[str, Any], int]:
-        """Parse, migrate and validate file bytes; a file this agent wrote is not validated again."""
-        path = path or self.path
+    def _parse(self, raw: bytes, path: Path | None = None) -> tuple[dict[str, Any], int]:
+        """Parse, migrate and validate file bytes; bytes this agent validated or wrote are not
+        validated again (``path`` None: a file that is not memory.json, always validated)."""
         try:
             doc = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise self._corrupted(f"not valid JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise self._corrupted(f"the top level is a {type(doc).__name__}, not an object")
-        if (stamp is not None and doc.get("version") == CURRENT_VERSION
-                and self.history.get_meta(str(path)) == self._validated_mark(stamp)):
+        mark = self._validated_mark(raw) if path is None else None
+        if mark is not None and doc.get("version") == CURRENT_VERSION and self.history.get_meta(str(self.path)) == mark:
             return doc, CURRENT_VERSION
         try:
             doc, version = migrate(doc)
@@ -151,12 +165,15 @@ class Memory:
             raise self._corrupted(f"does not match its schema ({one_line(exc)})") from None
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise self._corrupted(f"cannot be migrated ({exc})".replace("\n", " ")) from None
-        if stamp is not None and version == CURRENT_VERSION:
-            self.history.set_meta(str(path), self._validated_mark(stamp))
+        if mark is not None and version == CURRENT_VERSION:
+            self.history.set_meta(str(self.path), mark)
         return doc, version
 
-    def _current(self) -> tuple[dict[str, Any], int, _Cached | None]:
-        """The document now on disk: (doc, the version it had, its cache entry or None)."""
+    def _current(self, *, exact: bool = False) -> tuple[dict[str, Any], int, _Cached | None]:
+        """The document now on disk: (doc, the version it had, its cache entry or None). The
+        cache is trusted while the file's identity (inode, size, mtime) is unchanged, or with
+        ``exact`` (an update, under the lock) only while its bytes are: a coarse clock can give
+        a rewritten file the identity of an older one."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -164,10 +181,14 @@ class Memory:
             return empty(), CURRENT_VERSION, None
         with os.fdopen(fd, "rb") as handle:
             stamp = _stamp(os.fstat(handle.fileno()))
-            if self._cache is not None and self._cache.stamp == stamp:
-                return self._cache.doc, CURRENT_VERSION, self._cache
+            cached = self._cache
+            if cached is not None and cached.stamp == stamp and not exact:
+                return cached.doc, CURRENT_VERSION, cached
             raw = handle.read()
-        doc, version = self._parse(raw, stamp)
+        if cached is not None and raw == cached.raw:
+            cached.stamp = stamp
+            return cached.doc, CURRENT_VERSION, cached
+        doc, version = self._parse(raw)
         self._cache = _Cached(doc, stamp, raw) if version == CURRENT_VERSION else None
         return doc, version, self._cache
 
@@ -203,7 +224,7 @@ class Memory:
             self._in_update = True
             try:
                 self._restore_if_missing()
-                doc, version, cached = self._current()
+                doc, version, cached = self._current(exact=True)
                 index = cached.index() if cached is not None else {}
                 if version < CURRENT_VERSION:  # migrated: its failures are new to the log
                     self._log_pending = list(doc["failures"])
@@ -220,34 +241,38 @@ class Memory:
                 self._in_update = False
                 self._log_pending = []
 
-    def _validated_bytes(self, doc: dict[str, Any], index: dict[int, tuple[Any, Any, str]]
-                         ) -> tuple[bytes, dict[int, tuple[Any, Any, str]]]:
-        """Check the items that changed (all of them without an index) and serialize the doc."""
+    def _validated_bytes(self, doc: dict[str, Any], index: Index) -> tuple[bytes, Index]:
+        """Check the items that changed (all of them without an index) and serialize the doc.
+
+        An item is unchanged when it is the same object, in the same section, equal to its
+        pristine copy. (Python equality takes True for 1: such a change goes unseen and the
+        file keeps the old, valid value.)"""
         changed: dict[str, list[tuple[int, Any]]] = {}
         lines: dict[str, list[str]] = {}
-        fresh: dict[int, tuple[Any, Any, str]] = {}
+        fresh: Index = {}
         try:
             for section in SECTIONS:
                 out = lines[section] = []
                 for position, item in enumerate(doc.get(section) or []):
-                    known = index.get(id(item))
+                    key = (section, id(item))
+                    known = index.get(key)
                     if known is not None and known[0] is item and known[1] == item:
-                        fresh[id(item)] = known
+                        fresh[key] = known
                         out.append(known[2])
                         continue
                     changed.setdefault(section, []).append((position, item))
                     line = _dumps(item)
-                    fresh[id(item)] = (item, json.loads(line), line)
+                    fresh[key] = (item, json.loads(line), line)
                     out.append(line)
             check_changed(doc, changed)
         except ValidationError as exc:
             raise ValueError(f"memory update rejected, {self.path} unchanged: {one_line(exc)}") from exc
-        except (TypeError, AttributeError) as exc:  # not JSON, or a section that is not a list
+        except (TypeError, AttributeError, KeyError) as exc:  # not JSON, a section that is not a list
             raise ValueError(f"memory update rejected, {self.path} unchanged: {exc}") from exc
         return _serialize(doc, lines), fresh
 
     def _save(self, cached: _Cached | None, data: bytes, version: int, doc: dict[str, Any],
-              items: dict[int, tuple[Any, Any, str]]) -> None:
+              items: Index) -> None:
         """Log pending failures, back up the old file, replace it. Caller holds the lock."""
         if self._log_pending:
             self.history.add_failures(self._log_pending)
@@ -259,10 +284,9 @@ class Memory:
             link_backup(self.path, self.backup_path)
         atomic_write(self.path, data)
         fsync_dir(self.workspace)
-        stamp = _stamp(os.stat(self.path))
-        self._cache = _Cached(doc, stamp, data)
+        self._cache = _Cached(doc, _stamp(os.stat(self.path)), data)
         self._cache.items = items
-        self.history.set_meta(str(self.path), self._validated_mark(stamp))
+        self.history.set_meta(str(self.path), self._validated_mark(data))
 
     # -- recovery --------------------------------------------------------------------------------
 
@@ -273,7 +297,7 @@ class Memory:
             return None
         raw = self.backup_path.read_bytes()
         try:
-            doc, _ = self._parse(raw, None, self.backup_path)
+            doc, _ = self._parse(raw, self.backup_path)
         except MemoryCorrupted as err:
             raise MemoryCorrupted(f"{self.path} is missing and its backup cannot be used: "
                                   f"{str(err).split(': ', 1)[-1].split('; nothing')[0]}; move "
@@ -300,8 +324,9 @@ class Memory:
             imported = self._import_legacy_log()
             if imported:
                 notices.append(imported)
-        if any(d["status"] == "running" for d in self.read()["directives"]):  # else no write at all
-            self.update(self._mark_cut_off)  # resumable_directives() lists them
+        doc, version, _ = self._current()
+        if version < CURRENT_VERSION or any(d["status"] == "running" for d in doc["directives"]):
+            self.update(self._mark_cut_off)  # also writes a migrated file: its ids must not change
         return notices
 
     def _import_legacy_log(self) -> str | None:
@@ -313,11 +338,15 @@ class Memory:
             for line in handle:
                 try:
                     record = json.loads(line)
-                    records.append({f: record[f] for f in ("seq", "skill", "category", "error",
-                                                            "code_snippet", "timestamp", "iteration")}
-                                   | {"directive_id": record.get("directive_id")})
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line torn by a crash
+                    seq = record["seq"]
+                    if not isinstance(seq, int) or isinstance(seq, bool):
+                        continue
+                    records.append({"seq": seq, "iteration": record.get("iteration") or 0,
+                                    "directive_id": record.get("directive_id")}
+                                   | {f: str(record.get(f) or "") for f in ("skill", "category", "error",
+                                                                           "code_snippet", "timestamp")})
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    continue  # a line torn by a crash, or not a failure record
         self.history.add_failures(records)
         os.replace(self.legacy_log_path, self.legacy_log_path.with_name("failures.jsonl.imported"))
         return f"moved {len(records)} logged failures from history/failures.jsonl into history/history.sqlite"
@@ -356,14 +385,24 @@ class Memory:
         return self.running_dir / f"{directive_id}.lock"
 
     def start_directive(self, directive_id: str) -> None:
-        """Mark a directive ``running``, holding a lock that dies with this process."""
+        """Mark a directive ``running``, holding a lock that dies with this process. Only a
+        directive that has not ended can start (pending, interrupted, or ``running`` with its
+        process gone: we hold its lock now); anything else is a one-line ``AgentError``."""
         if directive_id not in self._running:
             fd = try_lock(self._lock_path(directive_id))
             if fd is None:
                 raise AgentError(f"directive {directive_id} is running in another agent")
             self._running[directive_id] = fd
+
+        def start(doc: dict[str, Any]) -> None:
+            item = next((d for d in doc["directives"] if d["id"] == directive_id), None)
+            if item is None:
+                raise AgentError(f"no directive {directive_id} in {self.path}")
+            if item["status"] not in (*RESUMABLE, "running"):
+                raise AgentError(f"directive {directive_id} already ended ({item['status']}): nothing to resume")
+            item.update(status="running", reason=None, updated_at=now())
         try:
-            self._set_directive(directive_id, status="running", reason=None)
+            self.update(start)
         except BaseException:
             unlock(self._running.pop(directive_id), self._lock_path(directive_id))
             raise
@@ -392,24 +431,26 @@ class Memory:
 
     def directive(self, directive_id: str) -> dict[str, Any] | None:
         """One directive's record (a copy), or None."""
-        found = next((d for d in self.read()["directives"] if d["id"] == directive_id), None)
-        return dict(found) if found else None
+        return _copy(next((d for d in self.read()["directives"] if d["id"] == directive_id), None))
 
     def pending_directives(self) -> list[dict[str, Any]]:
         """Directives recorded but not started (or sent back to pending), oldest first."""
-        return [d for d in self.read()["directives"] if d["status"] == "pending"]
+        return _copy([d for d in self.read()["directives"] if d["status"] == "pending"])
 
     def resumable_directives(self) -> list[dict[str, Any]]:
         """Directives that can be continued: pending, interrupted, or cut off (oldest first); a
         ``running`` one whose process is gone counts as cut off."""
-        return [dict(d, reason="cut_off") if d["status"] == "running" else d
-                for d in self.read()["directives"]
-                if d["status"] in RESUMABLE or (d["status"] == "running" and not self.directive_alive(d["id"]))]
+        return _copy([dict(d, reason="cut_off") if d["status"] == "running" else d
+                      for d in self.read()["directives"]
+                      if d["status"] in RESUMABLE or (d["status"] == "running" and not self.directive_alive(d["id"]))])
 
     # -- skills and grants -----------------------------------------------------------------------
 
     def upsert_skill(self, name: str, **fields: Any) -> None:
-        """Insert or update a skill; sets ``created_at`` on insert and ``updated_at`` always."""
+        """Insert or update a skill; sets ``created_at`` on insert and ``updated_at`` always.
+        The values are copied: changing them afterwards does not change memory."""
+        fields = json.loads(_dumps(fields))
+
         def apply(doc: dict[str, Any]) -> None:
             stamp = now()
             for skill in doc["skills"]:
@@ -421,8 +462,7 @@ class Memory:
 
     def get_skill(self, name: str) -> dict[str, Any] | None:
         """The skill entry (a copy), or ``None``."""
-        found = next((s for s in self.read()["skills"] if s["name"] == name), None)
-        return json.loads(_dumps(found)) if found is not None else None
+        return _copy(next((s for s in self.read()["skills"] if s["name"] == name), None))
 
     def load_grants(self, skill: str) -> dict[str, str]:
         """The remembered grants of ``skill`` (need -> "always" | "deny")."""
@@ -469,11 +509,11 @@ class Memory:
     def recent_failures(self, n: int = 10, skill: str | None = None) -> list[dict[str, Any]]:
         """Up to ``n`` of the most recent failures (newest first), optionally for one skill."""
         failures = reversed(self.read()["failures"])
-        return [f for f in failures if skill is None or f["skill"] == skill][:n]
+        return _copy([f for f in failures if skill is None or f["skill"] == skill][:n])
 
     def similar_failures(self, text: str, n: int = 3) -> list[dict[str, Any]]:
         """The recent failures sharing most words with ``text`` (cosine over token sets)."""
-        return similar(text, self.read()["failures"], n)
+        return _copy(similar(text, self.read()["failures"], n))
 
     def failure_log(self) -> Iterator[dict[str, Any]]:
         """Every failure ever logged, oldest first (from history.sqlite)."""
@@ -483,7 +523,7 @@ class Memory:
         """Skills by status, failures logged, the 5 latest failures, pending directives."""
         doc = self.read()
         by_status = Counter(s["status"] for s in doc["skills"])
-        return {"skills": {status: by_status.get(status, 0) for status in ("working", "untested", "failed")},
-                "failures": doc["failures_total"],
-                "recent_failures": list(reversed(doc["failures"][-5:])),
-                "pending_directives": [d for d in doc["directives"] if d["status"] == "pending"]}
+        return _copy({"skills": {status: by_status.get(status, 0) for status in ("working", "untested", "failed")},
+                      "failures": doc["failures_total"],
+                      "recent_failures": list(reversed(doc["failures"][-5:])),
+                      "pending_directives": [d for d in doc["directives"] if d["status"] == "pending"]})
