@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - began:.1f} s; memory.json {size:.1f} MiB, history.sqlite {db:.0f} MiB")
 
         results = {"start to the Agent> prompt": [start_to_prompt(workspace) for _ in range(max(3, args.repeat // 4))]}
-        os.utime(workspace / "memory.json")  # as if edited by hand: the next start validates it all
+        edited = json.loads((workspace / "memory.json").read_text())  # another program changes it:
+        edited["skills"][0]["description"] = "Edited by hand."  # the next start validates it all
+        (workspace / "memory.json").write_text(json.dumps(edited, indent=2))
         cold_start = start_to_prompt(workspace)
         buffer = io.StringIO()
         agent = AutonomousAgent(workspace=workspace, model="ollama:bench")
