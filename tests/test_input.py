@@ -139,12 +139,17 @@ def test_a_question_is_answered_by_the_next_line_of_the_pipe(workspace, ollama_s
     assert "✅ url_host is working" in out and "url_host: network = always" in out
 
 
-def test_examples_are_confirmed_from_the_pipe(workspace, ollama_server, monkeypatch):  # noqa: F811
+def doubler_server(ollama_server, monkeypatch) -> None:  # noqa: F811
+    """A scripted server whose model plans ``double`` with no examples and writes it right."""
     server = ollama_server(tags=["qwen2.5-coder:7b"])
     monkeypatch.setenv("OLLAMA_HOST", server.url)
     plan = json.dumps({"name": "double", "signature": "double(n: int) -> int", "description": "Double n.",
                        "examples": []})
     server.enqueue(plan, "I cannot write tests.", "```python\ndef double(n: int) -> int:\n    return n * 2\n```")
+
+
+def test_examples_are_confirmed_from_the_pipe(workspace, ollama_server, monkeypatch):  # noqa: F811
+    doubler_server(ollama_server, monkeypatch)
     code, out = scripted(workspace, b":directive Make a doubler\ny\n0\n", monkeypatch)
     assert code == 0, out
     assert "double(7)  \u2192  14" in out and "✅ double is working (2 confirmed examples" in out
@@ -181,11 +186,7 @@ def test_c_exit_codes(workspace, lines, code):
 
 
 def test_an_untested_directive_exits_1(workspace, ollama_server, monkeypatch):  # noqa: F811
-    server = ollama_server(tags=["qwen2.5-coder:7b"])
-    monkeypatch.setenv("OLLAMA_HOST", server.url)
-    plan = json.dumps({"name": "double", "signature": "double(n: int) -> int", "description": "Double n.",
-                       "examples": []})
-    server.enqueue(plan, "no tests", "```python\ndef double(n: int) -> int:\n    return n * 2\n```")
+    doubler_server(ollama_server, monkeypatch)
     code, out = scripted(workspace, b":directive Make a doubler\n\n\n", monkeypatch)
     assert code == 1 and "⚠ double is untested" in out
 
