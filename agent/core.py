@@ -351,8 +351,9 @@ class AutonomousAgent:
                       max_iterations=run.max_iterations)
             if saved is not None:
                 run.iteration, run.tokens = saved.get("iteration", 0), saved.get("tokens", 0)
-                run.emit(Event("RESUME", f"from the last completed step (iteration {run.iteration})",
-                               run.iteration, run.max_iterations, run.tokens))
+                where = (f"from the last completed step (iteration {run.iteration})" if saved.get("spec")
+                         else "from the start: it stopped while planning")
+                run.emit(Event("RESUME", where, run.iteration, run.max_iterations, run.tokens))
             final = run.loop(None if saved is not None else fresh)
             if final.get("reason") == "passed" and confirm is not None:
                 final = self._ask_the_user(run, final, confirm)

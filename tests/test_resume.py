@@ -291,3 +291,14 @@ def test_a_broken_checkpoint_file_is_one_line(workspace, server):
     assert out.count("checkpoints.sqlite: file is not a database; move it away") == 2
     assert "no directive '²' in the history" in out and "No skills yet" in out and "Traceback" not in out
     assert len(Memory(workspace).read()["directives"]) == 1  # the refused directive was not recorded
+
+
+def test_a_directive_stopped_while_planning_plans_again(workspace):
+    model = FakeModel([KeyboardInterrupt()])
+    agent = make_agent(workspace, model)
+    with pytest.raises(KeyboardInterrupt):
+        agent.run(GOAL)
+    model.enqueue(PLAN, GOOD)
+    assert agent.resume().status == "working"
+    (resumed,) = [e for e in agent.events if e.phase == "RESUME"]
+    assert resumed.message == "from the start: it stopped while planning"
