@@ -80,7 +80,11 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
             term.say(f"  {line}")
     resumed = repl.handle(":resume all") if args.resume else True
     if args.commands:
-        results = [repl.handle(line) for line in args.commands]
+        results = []
+        for line in args.commands:
+            results.append(repl.handle(line))
+            if not repl.running:  # -c :quit ends the run, as it ends a session
+                break
         return 0 if resumed and all(results) else 1
     if term.interactive:
         term.say("Type :help for commands, :quit to leave.")

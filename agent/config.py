@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import tomllib
 import urllib.parse
 from collections.abc import Mapping
@@ -159,7 +160,10 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
 
 def _from_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as file:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block the start
+        with os.fdopen(fd, "rb") as file:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode) or stat.S_ISSOCK(os.fstat(fd).st_mode):
+                raise ConfigError(f"config file {path} is a pipe, not a settings file")
             raw = file.read(MAX_CONFIG_BYTES + 1)  # bounded: --config /dev/zero must not eat the memory
         if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES // 1024} KiB: not a settings file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,13 @@ def test_a_config_path_that_is_no_file_is_one_line(tmp_path, config, message):
     with pytest.raises(ConfigError) as info:
         load_settings(env={}, config_path=Path(config.format(dir=tmp_path)))
     assert str(info.value) == message.format(dir=tmp_path)
+
+
+def test_a_config_path_that_is_a_pipe_does_not_block(tmp_path):
+    fifo = tmp_path / "agent.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is a pipe, not a settings file"):
+        load_settings(env={}, config_path=fifo)
 
 
 @pytest.mark.parametrize("flags, field, value", [

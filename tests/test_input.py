@@ -178,6 +178,7 @@ def test_the_real_cli_reads_a_pipe(tmp_path, isolated_env):
     ([":approvals revoke \"unclosed"], 1),
     ([":directive Create a skill that adds two numbers"], 1),  # the model is unreachable: pending
     ([":frobnicate", ":skills"], 1),  # every line runs; one failed
+    ([":skills", ":quit", ":frobnicate"], 0),  # :quit ends the run: nothing after it runs
 ])
 def test_c_exit_codes(workspace, lines, code):
     status, out = typed(workspace, "", *(arg for line in lines for arg in ("-c", line)))
