@@ -225,12 +225,9 @@ class AutonomousAgent:
         try:
             exec_dir = self.workspace / "exec"
             if exec_dir.is_dir() and not exec_dir.is_symlink():
-                for entry in exec_dir.iterdir():
-                    note = safe_rmtree(entry) if entry.is_dir() and not entry.is_symlink() else None
-                    if not (entry.is_dir() and not entry.is_symlink()):
-                        with contextlib.suppress(OSError):
-                            entry.unlink()
+                for entry in exec_dir.iterdir():  # safe_rmtree unlinks a link or file, never follows it
                     removed += 1
+                    note = safe_rmtree(entry)
                     if note:
                         notes.append(note)
             for path in temp_debris(self.workspace, self.library.skills_dir, self.library.skills_dir / "tests",

@@ -96,11 +96,6 @@ class History:
         """Raise ``HistoryError`` (one line) if the file cannot be opened as a database."""
         self._rows("SELECT 1 FROM meta LIMIT 1")
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
     def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         with self._lock, _one_line(self.path):
             conn = self.conn
@@ -168,10 +163,6 @@ class History:
         """The ``n`` most recently started directives, newest first."""
         rows = self._rows(_SELECT_RUNS + " ORDER BY started DESC, rowid DESC LIMIT ?", (n,))
         return [dict(zip(RUN_FIELDS, row, strict=True)) for row in rows]
-
-    def run(self, directive_id: str) -> dict[str, Any] | None:
-        rows = self._rows(_SELECT_RUNS + " WHERE directive_id = ?", (directive_id,))
-        return dict(zip(RUN_FIELDS, rows[0], strict=True)) if rows else None
 
     def find_run(self, prefix: str) -> dict[str, Any] | None:
         """The directive whose id starts with ``prefix`` (hex, 4+ characters), if exactly one does."""
