@@ -7,18 +7,10 @@ to a new goal (BM25 over name, signature and description, via ``rank_bm25``).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-from rank_bm25 import BM25Okapi
-
+from agent.rank import rank
 from safety.paths import resolve_inside, safe_read_text, safe_write_text, validate_skill_name
-
-TOKEN_RE = re.compile(r"[a-z0-9]+")
-
-
-def _tokens(text: str) -> list[str]:
-    return TOKEN_RE.findall(text.lower().replace("_", " "))
 
 
 class SkillLibrary:
@@ -58,15 +50,8 @@ class SkillLibrary:
     def relevant(goal: str, skills: list[dict], n: int = 3) -> list[dict]:
         """The ``n`` working skills most relevant to ``goal`` (BM25), best first; none if no overlap."""
         working = [s for s in skills if s.get("status") == "working"]
-        if not working:
-            return []
-        corpus = [_tokens(f"{s['name']} {s.get('signature', '')} {s.get('description', '')}")
-                  for s in working]
-        scores = BM25Okapi(corpus).get_scores(_tokens(goal))
-        query = set(_tokens(goal))
-        ranked = sorted(zip(scores, range(len(working)), strict=True), key=lambda p: -p[0])
-        best = [working[i] for _, i in ranked if query & set(corpus[i])][:n]
-        return json.loads(json.dumps(best))  # copies: memory's document is not for changing
+        found = rank(goal, [f"{s['name']} {s.get('signature', '')} {s.get('description', '')}" for s in working], n)
+        return json.loads(json.dumps([working[i] for i in found]))  # copies: memory's document is not for changing
 
 
 def importable(skills: list[dict]) -> str:

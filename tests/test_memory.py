@@ -370,7 +370,7 @@ def test_summary_counts(workspace: Path) -> None:
     memory.upsert_skill("c_skill")
     directive_id = memory.add_directive("later", max_iterations=4)
     summary = memory.summary()
-    assert summary["skills"] == {"working": 1, "untested": 1, "failed": 1}
+    assert summary["skills"] == {"working": 1, "untested": 1, "failed": 1, "broken_dependency": 0}
     assert summary["failures"] == 0 and summary["recent_failures"] == []
     assert [d["id"] for d in summary["pending_directives"]] == [directive_id]
 

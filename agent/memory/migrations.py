@@ -101,7 +101,13 @@ def _v3_to_v4(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "version": 4}
 
 
-MIGRATIONS: list[Callable[[dict[str, Any]], dict[str, Any]]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
+def _v4_to_v5(doc: dict[str, Any]) -> dict[str, Any]:
+    """v5 only adds: skill versions (``version``, ``versions``, files under versions/<name>/), the
+    ``broken_dependency`` status, and a failure's ``fix`` (the change that resolved it)."""
+    return {**doc, "version": 5}
+
+
+MIGRATIONS: list[Callable[[dict[str, Any]], dict[str, Any]]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5]
 assert len(MIGRATIONS) == CURRENT_VERSION - 1
 
 

@@ -18,10 +18,11 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import best_match
 
-CURRENT_VERSION = 4
+CURRENT_VERSION = 5
 SCHEMA_PATH = Path(__file__).with_name("memory.schema.json")
 # each array of the document, and the field that identifies its items
 SECTIONS = {"skills": "name", "directives": "id", "failures": "seq"}
+SKILL_STATUSES = ("working", "untested", "failed", "broken_dependency")
 ERROR_MAX = 500  # a failure's error is a short message; the full output belongs in the sandbox log
 SNIPPET_MAX = 2000
 TRUNCATED = "\n# ... truncated"

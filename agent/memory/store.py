@@ -37,6 +37,7 @@ from agent.memory.schema import (
     CURRENT_VERSION,
     ERROR_MAX,
     SECTIONS,
+    SKILL_STATUSES,
     SNIPPET_MAX,
     TRUNCATED,
     check,
@@ -523,7 +524,7 @@ class Memory:
         """Skills by status, failures logged, the 5 latest failures, pending directives."""
         doc = self.read()
         by_status = Counter(s["status"] for s in doc["skills"])
-        return _copy({"skills": {status: by_status.get(status, 0) for status in ("working", "untested", "failed")},
+        return _copy({"skills": {status: by_status.get(status, 0) for status in SKILL_STATUSES},
                       "failures": doc["failures_total"],
                       "recent_failures": list(reversed(doc["failures"][-5:])),
                       "pending_directives": [d for d in doc["directives"] if d["status"] == "pending"]})
