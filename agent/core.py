@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import safety
-from agent import checks, planner
+from agent import checks, planner, versions
 from agent.analysis import report_from_outcome
 from agent.checks import Observed
 from agent.config import Settings, load_settings
@@ -98,9 +98,10 @@ class _Run:
         if self.agent.on_event:
             self.agent.on_event(event)
 
-    def execute(self, name: str, module_source: str, test_source: str) -> safety.SafetyOutcome:
+    def execute(self, name: str, module_source: str, test_source: str,
+                extra_tests: dict[str, str] | None = None) -> safety.SafetyOutcome:
         """The agent's one safety path, with the code, the gates' findings and the result audited."""
-        outcome = self.agent.execute(name, module_source, test_source)
+        outcome = self.agent.execute(name, module_source, test_source, extra_tests)
         run = outcome.run
         if run is not None:
             self.level = run.level
@@ -143,11 +144,10 @@ class _Run:
     def save_evidence(self, spec: SkillSpec, final: LoopState) -> None:
         """Keep confirmed examples as tests of the saved skill, and its status with them."""
         agent = self.agent
-        agent.library.save(spec["name"], final["code"], checks.test_module(spec, with_holdout=True))
         evidence = {**spec["evidence"], "property_cases": agent.memory.get_skill(spec["name"])["evidence"][
             "property_cases"]}
-        agent.memory.upsert_skill(spec["name"], status=checks.status_of(evidence), evidence=evidence,
-                                  probes=[])
+        versions.amend(agent.memory, agent.library, spec["name"], checks.test_module(spec, with_holdout=True),
+                       status=checks.status_of(evidence), evidence=evidence, probes=[])
 
     def end(self, status: str, reason: str, message: str, skill: str | None = None,
             path: Path | None = None, error: str | None = None) -> DirectiveResult:
@@ -265,12 +265,17 @@ class AutonomousAgent:
                                           allow_unsandboxed=self.settings.allow_unsandboxed)
         return self._sandbox
 
-    def execute(self, name: str, module_source: str, test_source: str) -> safety.SafetyOutcome:
-        """The one path generated code takes: gates, approvals, then the sandbox."""
+    def execute(self, name: str, module_source: str, test_source: str,
+                extra_tests: dict[str, str] | None = None) -> safety.SafetyOutcome:
+        """The one path generated code takes: gates, approvals, then the sandbox. The saved skills
+        the code imports (directly or not) are gated with it: what they need, this run needs."""
         return safety.run_generated(name=name, module_source=module_source, test_source=test_source,
                                     workspace=self.workspace, sandbox=self.sandbox,
                                     approvals=self.approvals, timeout=self.settings.timeout,
-                                    skills_dir=self.library.skills_dir, extra_block=self.settings.block)
+                                    skills_dir=self.library.skills_dir, extra_block=self.settings.block,
+                                    extra_tests=extra_tests,
+                                    dependencies={**self.library.closure(test_source),
+                                                  **self.library.closure(module_source)})
 
     # -- directives ----------------------------------------------------------------------------
 

@@ -1,16 +1,61 @@
-"""The skill library on disk: ``skills/<name>.py`` with ``skills/tests/test_<name>.py`` beside it.
+"""The skill library on disk: ``skills/<name>.py`` with ``skills/tests/test_<name>.py`` beside it,
+and every version kept under ``versions/<name>/`` (``v<N>.py`` and ``v<N>_test.py``).
 
-Memory holds each skill's status; this module holds its files and finds the skills relevant
-to a new goal (BM25 over name, signature and description, via ``rank_bm25``).
+``skills/`` is a package: a skill, a test or a script run from the workspace imports another
+skill as ``from skills.<name> import <fn>``. Memory holds each skill's status and versions; this
+module holds the files, reads a module's dependencies, and finds the skills relevant to a goal
+(the shared BM25 ranker, ``agent.rank``).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
 from agent.rank import rank
-from safety.paths import resolve_inside, safe_read_text, safe_write_text, validate_skill_name
+from safety.paths import (
+    InvalidSkillName,
+    resolve_inside,
+    safe_read_text,
+    safe_rmtree,
+    safe_write_text,
+    validate_skill_name,
+)
+
+PACKAGE_INIT = '"""The agent\'s saved skills: ``from skills.<name> import <name>``."""\n'
+
+
+def skill_document(skill: dict) -> str:
+    """The text a skill is ranked by: its name, signature and description."""
+    return f"{skill['name']} {skill.get('signature', '')} {skill.get('description', '')}"
+
+
+def dependencies(source: str) -> list[str]:
+    """The saved skills a module imports (``from skills.x import ...``, ``import skills.x``,
+    ``from skills import x``), in the order first imported; none when it does not parse."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    found: list[str] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            if node.module == "skills":
+                names = [alias.name for alias in node.names]
+            elif node.module.startswith("skills."):
+                names = [node.module.split(".")[1]]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[1] for a in node.names if a.name.startswith("skills.")]
+        for name in names:
+            try:
+                validate_skill_name(name)
+            except InvalidSkillName:
+                continue
+            if name not in found:
+                found.append(name)
+    return found
 
 
 class SkillLibrary:
@@ -20,6 +65,9 @@ class SkillLibrary:
         self.workspace = workspace
         self.skills_dir = workspace / "skills"
         (self.skills_dir / "tests").mkdir(parents=True, exist_ok=True)  # bound read-only in the sandbox
+        init = self.skills_dir / "__init__.py"
+        if not init.exists() and not init.is_symlink():
+            safe_write_text(workspace, "skills/__init__.py", PACKAGE_INIT)
 
     def module_path(self, name: str) -> str:
         return f"skills/{validate_skill_name(name)}.py"
@@ -27,11 +75,39 @@ class SkillLibrary:
     def test_path(self, name: str) -> str:
         return f"skills/tests/test_{validate_skill_name(name)}.py"
 
-    def save(self, name: str, code: str, tests: str) -> Path:
-        """Write the module and its tests; returns the module's absolute path."""
+    def version_paths(self, name: str, version: int) -> tuple[str, str]:
+        """Where version ``version`` of a skill is kept: its module and its tests."""
+        base = f"versions/{validate_skill_name(name)}/v{int(version)}"
+        return f"{base}.py", f"{base}_test.py"
+
+    def save(self, name: str, code: str, tests: str, version: int | None = None) -> Path:
+        """Write the module and its tests (and, with ``version``, that version's copy); returns
+        the module's absolute path."""
         path = safe_write_text(self.workspace, self.module_path(name), code)
         safe_write_text(self.workspace, self.test_path(name), tests)
+        if version is not None:
+            self.keep_version(name, version, code, tests)
         return path
+
+    def keep_version(self, name: str, version: int, code: str, tests: str) -> None:
+        module, test = self.version_paths(name, version)
+        safe_write_text(self.workspace, module, code)
+        safe_write_text(self.workspace, test, tests)
+
+    def version_files(self, name: str, version: int) -> tuple[str, str] | None:
+        """A kept version's module and tests, or None if its files are gone."""
+        module, test = (self._read(p) for p in self.version_paths(name, version))
+        return None if module is None or test is None else (module, test)
+
+    def remove(self, name: str) -> None:
+        """Delete a skill's files: the module, its tests and every kept version."""
+        for relative in (self.module_path(name), self.test_path(name)):
+            path = resolve_inside(self.workspace, relative)
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+        versions = self.workspace / "versions" / validate_skill_name(name)
+        if versions.exists() or versions.is_symlink():
+            safe_rmtree(versions)
 
     def source(self, name: str) -> str | None:
         """The saved module's source, or None if the skill has no file."""
@@ -46,17 +122,31 @@ class SkillLibrary:
             return None
         return safe_read_text(self.workspace, relative)
 
+    def closure(self, source: str) -> dict[str, str]:
+        """The saved skills ``source`` imports, directly or through each other (name -> source)."""
+        found: dict[str, str] = {}
+        todo = dependencies(source)
+        while todo:
+            name = todo.pop()
+            if name in found:
+                continue
+            dep = self.source(name)
+            if dep is not None:
+                found[name] = dep
+                todo.extend(dependencies(dep))
+        return found
+
     @staticmethod
     def relevant(goal: str, skills: list[dict], n: int = 3) -> list[dict]:
         """The ``n`` working skills most relevant to ``goal`` (BM25), best first; none if no overlap."""
         working = [s for s in skills if s.get("status") == "working"]
-        found = rank(goal, [f"{s['name']} {s.get('signature', '')} {s.get('description', '')}" for s in working], n)
+        found = rank(goal, [skill_document(s) for s in working], n)
         return json.loads(json.dumps([working[i] for i in found]))  # copies: memory's document is not for changing
 
 
 def importable(skills: list[dict]) -> str:
-    """Reusable skills as the import lines a completion model sees above the stub ("" if none)."""
-    return "".join(f"from {s['name']} import {s['name']}  # {s.get('signature') or s['name']}: "
+    """Reusable skills as the import lines a model sees above its code ("" if none)."""
+    return "".join(f"from skills.{s['name']} import {s['name']}  # {s.get('signature') or s['name']}: "
                    f"{s.get('description', '')}\n" for s in skills)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from agent import planner, prompts
+from agent import planner, prompts, versions
 from agent.analysis import classify, headline, report_from_outcome
 from agent.checks import (
     PROPERTY_CASES,
@@ -52,7 +52,7 @@ class Deps:
     """What the nodes need from outside. Built once per directive by the agent."""
 
     model: Model
-    execute: Callable[[str, str, str], SafetyOutcome]  # (name, module, tests) → gates + sandbox
+    execute: Callable[..., SafetyOutcome]  # (name, module, tests, extra_tests=None) → gates + sandbox
     memory: Memory
     library: SkillLibrary
     emit: Callable[[Event], None] = lambda event: None
@@ -278,19 +278,25 @@ def route_after_analyze(state: LoopState) -> Literal["done", "retry", "stop"]:
 
 def save(state: LoopState, deps: Deps) -> dict:
     """Keep the passing module and all its checks (held-back examples included) in the library,
-    and record its status: ``working`` only with evidence no code-writing call produced."""
+    and record its status: ``working`` only with evidence no code-writing call produced. For a
+    name that exists, it becomes the next version only if it passes the current version's
+    tests too; otherwise nothing is written and the loop ends ``incompatible``."""
     spec, report = state["spec"], state["report"]
     assert spec is not None and report is not None
     evidence = {**spec["evidence"], "property_cases": PROPERTY_CASES if property_ready(spec["signature"]) else 0}
     spec = {**spec, "evidence": evidence}
-    path = deps.library.save(spec["name"], state["code"], test_module(spec, with_holdout=True))
-    deps.memory.upsert_skill(spec["name"], status=status_of(evidence), description=spec["description"],
-                             signature=spec["signature"], iterations=state["iteration"],
-                             sandbox_level=report["level"] or None, path=deps.library.module_path(spec["name"]),
-                             test_path=deps.library.test_path(spec["name"]), last_tested=now(),
-                             evidence=evidence, probes=spec["probes"])
-    deps.emit(Event("SAVE", f"{path.relative_to(deps.library.workspace)}  ({status_of(evidence)}: "
-                            f"{describe_evidence(evidence)})", state["iteration"], state["max_iterations"]))
+    progress = (state["iteration"], state["max_iterations"])
+    problem = versions.incompatibility(deps.memory, deps.library, deps.execute, spec["name"], state["code"])
+    if problem is not None:
+        deps.emit(Event("SAVE", f"not kept: {problem}", *progress))
+        return {"spec": spec, "reason": "incompatible", "incompatible": problem}
+    number = versions.keep(deps.memory, deps.library, spec["name"], state["code"], test_module(spec, with_holdout=True),
+                           origin="directive", status=status_of(evidence), model=deps.model.name, evidence=evidence,
+                           iterations=state["iteration"], directive_id=state.get("directive_id"),
+                           note=state["goal"], description=spec["description"], signature=spec["signature"],
+                           sandbox_level=report["level"] or None, last_tested=now(), probes=spec["probes"])
+    path = deps.library.module_path(spec["name"])
+    deps.emit(Event("SAVE", f"{path} v{number}  ({status_of(evidence)}: {describe_evidence(evidence)})", *progress))
     return {"spec": spec}
 
 

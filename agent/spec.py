@@ -326,8 +326,8 @@ def extract_code(reply: str) -> str | None:
 def complete_module(spec: SkillSpec, body: str, *, imports: str = "") -> str | None:
     """A completion model's continuation (the body after the stub) → the whole module, or None.
 
-    Of ``imports`` (one ``from x import x  # ...`` line per reusable skill), the lines whose name
-    the body uses are kept at the top of the module.
+    Of ``imports`` (one ``from skills.x import x  # ...`` line per reusable skill), the lines
+    whose imported name the body uses are kept at the top of the module.
     """
     lines = body.rstrip().splitlines()
     # Keep the indented body; stop at the first line back at column 0 (the model moved on).
@@ -340,7 +340,7 @@ def complete_module(spec: SkillSpec, body: str, *, imports: str = "") -> str | N
     if not body_text.strip():
         return None
     used = [line.split("  #")[0] for line in imports.splitlines()
-            if re.search(rf"\b{re.escape(line.split()[1])}\b", body_text)]
+            if re.search(rf"\b{re.escape(line.split('  #')[0].split()[-1])}\b", body_text)]
     module = "".join(f"{line}\n" for line in used) + ("\n\n" if used else "") + stub(spec) + body_text + "\n"
     return module if _parses(module) else None
 

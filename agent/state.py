@@ -6,7 +6,7 @@ from typing import Literal, TypedDict
 
 Category = Literal["syntax_error", "import_error", "failed_assertion", "timeout", "crash",
                    "no_code", "blocked", "model_error", "overfit", "held_back"]
-Reason = Literal["passed", "iteration_cap", "no_progress", "blocked", "no_plan"]
+Reason = Literal["passed", "iteration_cap", "no_progress", "blocked", "no_plan", "incompatible"]
 
 
 class Example(TypedDict):
@@ -62,3 +62,4 @@ class LoopState(TypedDict, total=False):
     previous_failure: str  # fingerprint (category, error, code) of the previous failure
     reason: Reason | None  # why the loop ended; None while it runs
     tokens: int  # model tokens (in + out) spent on this directive so far
+    incompatible: str  # why a passing version was not kept: it fails the current version's tests

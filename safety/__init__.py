@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,15 +30,22 @@ __all__ = ["ApprovalRequest", "Approvals", "Decision", "Finding", "GrantStore", 
            "TestRun", "Tier", "Verdict", "available_levels", "check_code", "resolve_inside",
            "run_generated", "safe_read_text", "safe_write_text", "validate_skill_name"]
 
-CONFTEST = '''"""Written by safety.run_generated: earlier skills (read-only) are importable."""
+CONFTEST = '''"""Written by safety.run_generated: earlier skills (read-only) are importable,
+as ``from skills.<name> import <fn>`` (and, for skills saved before that, ``from <name> import <fn>``)."""
 import sys
+import types
 SKILLS_DIR = {skills!r}
-if SKILLS_DIR and SKILLS_DIR not in sys.path:
-    sys.path.append(SKILLS_DIR)
+if SKILLS_DIR:
+    _package = types.ModuleType("skills", "The workspace's saved skills (read-only here).")
+    _package.__path__ = [SKILLS_DIR]  # only the skills directory is read: no listing of its parent
+    sys.modules["skills"] = _package
+    if SKILLS_DIR not in sys.path:
+        sys.path.append(SKILLS_DIR)
 '''
 # Plugins installed beside pytest that a skill's run never needs; langsmith's alone costs ~1 s a run.
 NO_PLUGINS = ("-p", "no:langsmith_plugin", "-p", "no:anyio", "-p", "no:typeguard")
 COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)")
+TEST_FILE = re.compile(r"test_[a-z0-9_]{1,100}\.py")
 SUMMARY = re.compile(r"^=*\s*(?:\d+ \w+|no tests ran).* in [\d.]+s", re.M)
 
 
@@ -88,20 +95,37 @@ def parse_pytest(result: RunResult) -> TestRun:
                    result.returncode, result.timed_out, output, result.seconds)
 
 
-def gate(name: str, module_source: str, test_source: str, extra_block: Sequence[str] = ()) -> Verdict:
-    """The gates over both files a skill run executes (``extra_block``: the user's own rules)."""
-    return (check_code(module_source, filename=f"{name}.py", extra_block=extra_block)
-            + check_code(test_source, filename=f"test_{name}.py", extra_block=extra_block))
+def gate(name: str, module_source: str, test_source: str, extra_block: Sequence[str] = (), *,
+         extra_tests: Mapping[str, str] | None = None, dependencies: Mapping[str, str] | None = None) -> Verdict:
+    """The gates over every file a skill run executes (``extra_block``: the user's own rules): the
+    module, its tests, and the saved skills it imports, whose needs become this run's needs."""
+    verdict = (check_code(module_source, filename=f"{name}.py", extra_block=extra_block)
+               + check_code(test_source, filename=f"test_{name}.py", extra_block=extra_block))
+    for filename, source in (extra_tests or {}).items():
+        verdict = verdict + check_code(source, filename=filename, extra_block=extra_block)
+    for dep, source in sorted((dependencies or {}).items()):
+        verdict = verdict + check_code(source, filename=f"skills/{dep}.py", extra_block=extra_block)
+    return verdict
 
 
 def run_generated(*, name: str, module_source: str, test_source: str, workspace: Path,
                   sandbox: Sandbox, approvals: Approvals, timeout: float = 15.0,
-                  skills_dir: Path | None = None, extra_block: Sequence[str] = ()) -> SafetyOutcome:
+                  skills_dir: Path | None = None, extra_block: Sequence[str] = (),
+                  extra_tests: Mapping[str, str] | None = None,
+                  dependencies: Mapping[str, str] | None = None) -> SafetyOutcome:
     """Gate, approve, then run the module's doctests and its tests in the sandbox. Code the
     gates cannot read (a syntax error, a non-UTF-8 encoding) never runs; ``extra_block`` holds
-    the user's custom rules ([safety] block), checked as tier 3."""
+    the user's custom rules ([safety] block), checked as tier 3. ``extra_tests`` are more test
+    files (``test_*.py`` name -> source) run beside ``test_source``; ``dependencies`` are the
+    sources of the saved skills the code imports (name -> source): gated with it, so what they
+    need is asked for this run, and read from ``skills_dir`` (read-only) when it runs."""
     validate_skill_name(name)
-    verdict = gate(name, module_source, test_source, extra_block)
+    extra_tests = dict(extra_tests or {})
+    for filename in extra_tests:
+        if not TEST_FILE.fullmatch(filename) or filename == f"test_{name}.py":
+            raise ValueError(f"not an extra test file name: {filename!r}")
+    verdict = gate(name, module_source, test_source, extra_block, extra_tests=extra_tests,
+                   dependencies=dependencies)
     if verdict.tier == Tier.BLOCKED:
         first = verdict.blocking()[0]
         return SafetyOutcome(verdict, True, f"blocked by gate {first.rule} "
@@ -114,28 +138,29 @@ def run_generated(*, name: str, module_source: str, test_source: str, workspace:
             asked = ", ".join(str(ApprovalRequest(name, n)) for n in sorted(denied))
             return SafetyOutcome(verdict, True, f"not approved: {asked}", granted, None)
     try:
-        run = _run_in_exec_dir(name, module_source, test_source, Path(workspace), sandbox,
-                               timeout, skills_dir, granted)
+        run = _run_in_exec_dir(name, module_source, {f"test_{name}.py": test_source, **extra_tests},
+                               Path(workspace), sandbox, timeout, skills_dir, granted)
     except SandboxUnavailable as err:
         return SafetyOutcome(verdict, True, str(err), granted, None)
     return SafetyOutcome(verdict, False, None, granted, run)
 
 
-def _run_in_exec_dir(name: str, module_source: str, test_source: str, workspace: Path,
+def _run_in_exec_dir(name: str, module_source: str, tests: dict[str, str], workspace: Path,
                      sandbox: Sandbox, timeout: float, skills_dir: Path | None,
                      granted: frozenset[str]) -> TestRun:
     rel = f"exec/{name}-{secrets.token_hex(4)}"
     exec_dir = resolve_inside(workspace, rel)
     try:
         safe_write_text(workspace, f"{rel}/{name}.py", module_source)
-        safe_write_text(workspace, f"{rel}/test_{name}.py", test_source)
+        for filename, source in tests.items():
+            safe_write_text(workspace, f"{rel}/{filename}", source)
         skills = str(Path(skills_dir).resolve()) if skills_dir else ""
         safe_write_text(workspace, f"{rel}/conftest.py", CONFTEST.format(skills=skills))
         exec_dir.chmod(0o700)
         readonly = [Path(skills)] if skills else []
         result = sandbox.run_python(
             ["-m", "pytest", "-q", "-p", "no:cacheprovider", *NO_PLUGINS, "--doctest-modules",
-             "--rootdir", str(exec_dir), f"{name}.py", f"test_{name}.py"],
+             "--rootdir", str(exec_dir), f"{name}.py", *tests],
             cwd=exec_dir, timeout=timeout, grants=granted, readonly=readonly)
     finally:
         note = safe_rmtree(exec_dir)

@@ -23,11 +23,16 @@ class InvalidSkillName(ValueError):
     """A skill name that is not a plain lowercase Python identifier of 1-64 characters."""
 
 
+RESERVED_NAMES = frozenset({"skills", "conftest"})  # the skills package, pytest's conftest
+
+
 def validate_skill_name(name: str) -> str:
     if not isinstance(name, str) or not SKILL_NAME.fullmatch(name):
         raise InvalidSkillName(
             f"invalid skill name {name!r}: use lowercase letters, digits and _ "
             "(start with a letter or _, at most 64 characters)")
+    if name in RESERVED_NAMES:
+        raise InvalidSkillName(f"invalid skill name {name!r}: reserved (pick a name that says what it does)")
     return name
 
 

@@ -142,8 +142,9 @@ def test_reusable_skills_reach_a_completion_model_as_imports(workspace):
     model.enqueue("    return shout(text) + '!'\n")
     result = agent.run("Create a skill `shout_bang(text: str) -> str` that shouts text, e.g. shout_bang('a') == 'A!'")
     assert result.status == "working", result.message
-    assert "from shout import shout  # shout(text: str) -> str" in model.history[-1].prompt
-    assert (workspace / "skills" / "shout_bang.py").read_text().startswith("from shout import shout\n")
+    assert "from skills.shout import shout  # shout(text: str) -> str" in model.history[-1].prompt
+    assert (workspace / "skills" / "shout_bang.py").read_text().startswith("from skills.shout import shout\n")
+    assert agent.memory.get_skill("shout_bang")["dependencies"] == ["shout"]
 
 
 def test_a_planned_module_name_that_shadows_the_standard_library_is_renamed(workspace):

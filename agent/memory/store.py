@@ -461,6 +461,42 @@ class Memory:
             doc["skills"].append({**new_skill(name, stamp), **fields, "updated_at": stamp})
         self.update(apply)
 
+    def add_version(self, name: str, record: dict[str, Any], **fields: Any) -> None:
+        """Append a version record to a skill (creating the skill if needed) and make it the
+        current one, with the skill's other ``fields``, in one update."""
+        record, fields = json.loads(_dumps(record)), json.loads(_dumps(fields))
+
+        def apply(doc: dict[str, Any]) -> None:
+            stamp = now()
+            entry = next((s for s in doc["skills"] if s["name"] == name), None)
+            if entry is None:
+                entry = new_skill(name, stamp)
+                doc["skills"].append(entry)
+            entry.setdefault("versions", []).append(record)
+            entry.update(fields, version=record["version"], updated_at=stamp)
+        self.update(apply)
+
+    def remove_skill(self, name: str) -> bool:
+        """Forget a skill's entry (its grants and versions with it); ``True`` if there was one."""
+        def apply(doc: dict[str, Any]) -> bool:
+            kept = [s for s in doc["skills"] if s["name"] != name]
+            removed = len(kept) != len(doc["skills"])
+            doc["skills"][:] = kept
+            return removed
+        return self.update(apply)
+
+    def dependents(self, name: str) -> list[str]:
+        """The skills that import ``name``, directly or through others, nearest first."""
+        skills = self.read()["skills"]
+        found: list[str] = []
+        frontier = [name]
+        while frontier:
+            nxt = [s["name"] for s in skills if set(s.get("dependencies") or ()) & set(frontier)
+                   and s["name"] not in found and s["name"] != name]
+            found.extend(dict.fromkeys(nxt))
+            frontier = nxt
+        return found
+
     def get_skill(self, name: str) -> dict[str, Any] | None:
         """The skill entry (a copy), or ``None``."""
         return _copy(next((s for s in self.read()["skills"] if s["name"] == name), None))

@@ -1,0 +1,140 @@
+"""Skill versions: a skill that exists is never overwritten silently.
+
+A new version (from a directive, ``:improve`` or the user replacing one) is kept only if it
+also passes the tests of the version it follows, and those it inherited; its files are kept
+under ``versions/<name>/`` with a record in memory (when, what made it, which model, its
+status and evidence). The files in ``skills/`` are always the current version's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agent.library import SkillLibrary, dependencies
+from agent.memory import Memory, now
+from safety import SafetyOutcome
+
+Execute = Callable[..., SafetyOutcome]  # (name, module, tests, extra_tests=...) -> gates + sandbox
+
+
+def current(skill: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The record of the version now in ``skills/``, or None (no versions kept yet)."""
+    if not skill or not skill.get("versions"):
+        return None
+    return next((v for v in skill["versions"] if v["version"] == skill.get("version")), skill["versions"][-1])
+
+
+def find(skill: dict[str, Any], number: int) -> dict[str, Any] | None:
+    return next((v for v in skill.get("versions") or [] if v["version"] == number), None)
+
+
+def ensure_versioned(memory: Memory, library: SkillLibrary, name: str) -> dict[str, Any] | None:
+    """A saved skill from before versions were kept becomes version 1 (origin ``existing``);
+    returns the skill (None when it has no files to keep)."""
+    skill = memory.get_skill(name)
+    if skill is None or skill.get("versions"):
+        return skill
+    code, tests = library.source(name), library.tests(name)
+    if code is None or tests is None:
+        return skill
+    library.keep_version(name, 1, code, tests)
+    module, test = library.version_paths(name, 1)
+    record = {"version": 1, "created_at": skill["updated_at"], "origin": "existing", "status": skill["status"],
+              "model": None, "path": module, "test_path": test, "iterations": skill["iterations"],
+              "note": "the files found when versions began"}
+    if skill.get("evidence"):
+        record["evidence"] = skill["evidence"]
+    memory.add_version(name, record)
+    return memory.get_skill(name)
+
+
+def inherited_tests(library: SkillLibrary, name: str, record: dict[str, Any] | None) -> dict[str, str]:
+    """The test files of the versions ``record`` inherited, as extra test files for a run
+    (``test_<name>_v<N>.py``); a file equal to another one is run once."""
+    found: dict[str, str] = {}
+    own = library.tests(name)
+    for number in (record or {}).get("inherited") or []:
+        files = library.version_files(name, number)
+        if files is not None and files[1] != own and files[1] not in found.values():
+            found[f"test_{name}_v{number}.py"] = files[1]
+    return found
+
+
+def incompatibility(memory: Memory, library: SkillLibrary, execute: Execute, name: str, code: str) -> str | None:
+    """Why ``code`` cannot follow the current version of ``name`` (it fails that version's tests,
+    or the tests it inherited), or None when it passes them or there is nothing to follow."""
+    skill = ensure_versioned(memory, library, name)
+    tests = library.tests(name)
+    record = current(skill)
+    if skill is None or tests is None or library.source(name) is None or record is None:
+        return None
+    outcome = execute(name, code, tests, extra_tests=inherited_tests(library, name, record))
+    if outcome.blocked or outcome.run is None:
+        return outcome.reason or "it could not run"
+    if outcome.run.ok:
+        return None
+    from agent.analysis import report_from_outcome  # noqa: PLC0415 - analysis imports the loop's types
+
+    report = report_from_outcome(outcome)
+    return f"it fails v{record['version']}'s tests: {report['error'] or 'see :history'}"[:480]
+
+
+def keep(memory: Memory, library: SkillLibrary, name: str, code: str, tests: str, *, origin: str,
+         status: str, model: str | None, evidence: dict | None = None, iterations: int = 0,
+         directive_id: str | None = None, note: str = "", compatible: bool = True,
+         **fields: Any) -> int:
+    """Save ``code`` and ``tests`` as the next version of ``name`` and make it current; returns
+    its number. ``compatible``: it passed the previous version's tests, which it inherits."""
+    skill = ensure_versioned(memory, library, name)
+    previous = current(skill)
+    number = max((v["version"] for v in (skill or {}).get("versions") or []), default=0) + 1
+    library.save(name, code, tests, version=number)
+    module, test = library.version_paths(name, number)
+    inherited = ([previous["version"], *previous.get("inherited", [])] if previous and compatible else [])
+    record: dict[str, Any] = {"version": number, "created_at": now(), "origin": origin, "status": status,
+                              "model": model, "path": module, "test_path": test, "iterations": iterations,
+                              "directive_id": directive_id, "note": note[:500],
+                              "inherited": list(dict.fromkeys(inherited))}
+    if evidence is not None:
+        record["evidence"] = evidence
+        fields["evidence"] = evidence
+    memory.add_version(name, record, status=status, iterations=iterations, path=library.module_path(name),
+                       test_path=library.test_path(name), dependencies=dependencies(code), **fields)
+    return number
+
+
+def restore(memory: Memory, library: SkillLibrary, name: str, number: int) -> dict[str, Any]:
+    """Make kept version ``number`` current again (its files back in ``skills/``); returns its
+    record. Its status is earned again by the retest that follows."""
+    skill = memory.get_skill(name)
+    record = find(skill or {}, number)
+    files = library.version_files(name, number) if record else None
+    if record is None or files is None:
+        raise LookupError(number)
+    library.save(name, *files)
+    fields: dict[str, Any] = {"version": number, "dependencies": dependencies(files[0])}
+    if record.get("evidence"):
+        fields["evidence"] = record["evidence"]
+    memory.upsert_skill(name, **fields)
+    return record
+
+
+def amend(memory: Memory, library: SkillLibrary, name: str, tests: str, **fields: Any) -> None:
+    """The current version gained tests (confirmed or added examples): rewrite its tests, here
+    and in its kept copy, and set ``fields`` (status, evidence...) on the skill and its record."""
+    skill = ensure_versioned(memory, library, name)
+    code = library.source(name)
+    if skill is None or code is None:
+        raise LookupError(name)
+    number = skill.get("version")
+    library.save(name, code, tests, version=number)
+    mirrored = {k: v for k, v in fields.items() if k in ("status", "evidence")}
+
+    def apply(doc: dict[str, Any]) -> None:
+        entry = next(s for s in doc["skills"] if s["name"] == name)
+        for record in entry.get("versions") or []:
+            if record["version"] == number:
+                record.update(mirrored)
+        entry.update(fields, updated_at=now())
+    memory.update(apply)
