@@ -57,6 +57,9 @@ class DirectiveResult:
         return self.status in ("working", "untested")
 
 
+# Whether a version that fails the current version's tests replaces it anyway: (skill, why) -> bool.
+Replace = Callable[[str, str], bool]
+
 # The user as the oracle: (skill, observed calls) -> one answer per call: True (right), False
 # (wrong, correct value unknown), a string (the correct value, as a Python literal) or None (skip).
 Confirm = Callable[[str, list[Observed]], Iterable[bool | str | None]]
@@ -280,7 +283,7 @@ class AutonomousAgent:
     # -- directives ----------------------------------------------------------------------------
 
     def run(self, goal: str, skill_name: str | None = None, *,
-            confirm: Confirm | None = None) -> DirectiveResult:
+            confirm: Confirm | None = None, replace: bool | Replace = False) -> DirectiveResult:
         """Run one directive to its end; the directive is always recorded as ended.
 
         ``confirm`` (the user as the oracle) is shown the actual results of a skill that passed
@@ -288,6 +291,10 @@ class AutonomousAgent:
         skill stays ``untested``. KeyboardInterrupt records ``interrupted`` and propagates; a
         model the user must fix leaves the directive ``pending``; any other error ends it
         ``crashed`` with the error, never stuck ``running``. ``resume`` continues the first two.
+
+        For a skill that exists, what passes becomes its next version only if it also passes the
+        current version's tests; if not, ``replace`` (True, or asked with the name and the reason)
+        decides whether it replaces the current version anyway (else: ``failed``, ``incompatible``).
         """
         goal = " ".join(goal.split())
         if not goal:
@@ -301,13 +308,14 @@ class AutonomousAgent:
         directive_id = self.memory.add_directive(goal, self.settings.max_iter, skill=skill_name)
         run = _Run(self, goal, directive_id, skill_name, self.settings.max_iter)
         return self._drive(run, {"goal": goal, "skill_name": skill_name, "directive_id": directive_id,
-                                 "max_iterations": self.settings.max_iter}, confirm)
+                                 "max_iterations": self.settings.max_iter}, confirm, replace=replace)
 
     def resumable(self) -> list[dict]:
         """Directives ``resume`` can continue (pending, interrupted, cut off), oldest first."""
         return self.memory.resumable_directives()
 
-    def resume(self, directive_id: str | None = None, *, confirm: Confirm | None = None) -> DirectiveResult:
+    def resume(self, directive_id: str | None = None, *, confirm: Confirm | None = None,
+               replace: bool | Replace = False) -> DirectiveResult:
         """Continue a directive that did not end: the most recent one, or ``directive_id`` (a
         unique prefix will do). It goes on from its last completed step (plan, write, test,
         analyze), so a plan or a tested version is not made again. A directive another agent is
@@ -328,7 +336,7 @@ class AutonomousAgent:
         run = _Run(self, directive["goal"], directive["id"], directive["skill"], directive["max_iterations"])
         return self._drive(run, {"goal": directive["goal"], "skill_name": directive["skill"],
                                  "directive_id": directive["id"], "max_iterations": directive["max_iterations"]},
-                           confirm, resume=True)
+                           confirm, resume=True, replace=replace)
 
     def checkpointed(self, directive_id: str) -> LoopState | None:
         """The loop state a directive's last completed step left, or None."""
@@ -340,7 +348,7 @@ class AutonomousAgent:
         return dict(snapshot.values) if snapshot.values else None  # type: ignore[return-value]
 
     def _drive(self, run: _Run, fresh: LoopState, confirm: Confirm | None, *,
-               resume: bool = False) -> DirectiveResult:
+               resume: bool = False, replace: bool | Replace = False) -> DirectiveResult:
         """Run a directive's loop to its recorded end: from ``fresh``, or (``resume``) from its last
         checkpoint when it has one. Starting it takes its liveness lock first: a directive another
         agent runs, or one that ended, raises ``AgentError`` and is left as it is."""
@@ -357,9 +365,15 @@ class AutonomousAgent:
                          else "from the start: it stopped while planning")
                 run.emit(Event("RESUME", where, run.iteration, run.max_iterations, run.tokens))
             final = run.loop(None if saved is not None else fresh)
+            if final.get("reason") == "incompatible" and (
+                    replace(final["spec"]["name"], final["incompatible"]) if callable(replace) else replace):
+                final = self._replace(run, final)
             if final.get("reason") == "passed" and confirm is not None:
                 final = self._ask_the_user(run, final, confirm)
-            return self._finish(final, run)
+            result = self._finish(final, run)
+            if result.ok and result.skill:
+                self.retest_dependents(result.skill)
+            return result
         except ModelUnavailable as err:
             return run.end("pending", "model_unavailable", str(err))
         except KeyboardInterrupt:
@@ -440,6 +454,18 @@ class AutonomousAgent:
         return run.loop({**final, "spec": spec, "report": report, "reason": None, "fresh_code": True,
                          "max_iterations": final["iteration"] + self.settings.max_iter})
 
+    def _replace(self, run: _Run, final: LoopState) -> LoopState:
+        """The user chose a version that fails the current one's tests: keep it, without them."""
+        spec = final["spec"]
+        assert spec is not None
+        before = (self.memory.get_skill(spec["name"]) or {}).get("version")
+        number = versions.keep_passing(self.memory, self.library, final, model=self._model_name(), origin="replace",
+                                       note=f"replaced v{before}: {final['incompatible']}", compatible=False)
+        run.saved = True
+        run.emit(Event("SAVE", f"{self.library.module_path(spec['name'])} v{number}  (replaces v{before}, "
+                               "as you asked)", run.iteration, run.max_iterations))
+        return {**final, "reason": "passed"}
+
     def observe(self, name: str, code: str, calls: list[str]) -> list[Observed]:
         """Run ``calls`` against ``code`` in the sandbox (through the gates and approvals) and read
         their results; none when the calls could not run (a gate or a denied approval)."""
@@ -463,7 +489,12 @@ class AutonomousAgent:
                             f"{name} {name}(...) == <value>")
             return run.end(status, reason, message, name, self.workspace / self.library.module_path(name))
         existing = self.memory.get_skill(name)
-        if run.saved or not existing or existing.get("status") not in ("working", "untested"):
+        if reason == "incompatible":
+            current = (existing or {}).get("version", 1)
+            return run.end("failed", reason, f"{name}: kept v{current}; the new version passed its own tests but "
+                           f"{final.get('incompatible', 'fails the current version')}. To replace v{current} "
+                           "anyway, answer y when asked (REPL) or pass replace=True", name)
+        if run.saved or not existing or existing.get("status") not in ("working", "untested", "broken_dependency"):
             self.memory.upsert_skill(name, status="failed", description=spec["description"],
                                      signature=spec["signature"], iterations=final.get("iteration", 0),
                                      sandbox_level=(report or {}).get("level") or None)
@@ -491,21 +522,91 @@ class AutonomousAgent:
         """Run directives one after another; skills made by earlier ones are reusable by later ones."""
         return [self.run(goal) for goal in goals]
 
-    def retest(self, name: str) -> TestReport:
-        """Re-run a saved skill's doctests and tests in the sandbox, and record the result: a pass
-        keeps the status its evidence earns (``working`` or ``untested``), a failure is ``failed``."""
+    def retest(self, name: str, *, because_of: str | None = None) -> TestReport:
+        """Re-run a saved skill's doctests and tests (with those its version inherited) in the
+        sandbox, and record the result: a pass keeps the status its evidence earns (``working`` or
+        ``untested``); a failure is ``broken_dependency`` when a skill it imports changed
+        (``because_of``) or no longer passes, else ``failed``."""
         source, tests = self.library.source(name), self.library.tests(name)
         skill = self.memory.get_skill(name)
         if source is None or tests is None or skill is None:
             raise AgentError(f"no saved skill named {name!r} (see :skills)")
-        report = report_from_outcome(self.execute(name, source, tests))
+        extra = versions.inherited_tests(self.library, name, versions.current(skill))
+        report = report_from_outcome(self.execute(name, source, tests, extra))
         evidence = skill.get("evidence")
         # a skill from before evidence was recorded keeps its status; a failed one earns no more
         passing = checks.status_of(evidence) if evidence else (
             skill["status"] if skill["status"] in ("working", "untested") else "untested")
-        self.memory.upsert_skill(name, status=passing if report["ok"] else "failed", last_tested=now(),
+        failing = "broken_dependency" if because_of or self._broken_dependencies(skill) else "failed"
+        self.memory.upsert_skill(name, status=passing if report["ok"] else failing, last_tested=now(),
                                  sandbox_level=report["level"] or None)
         return report
+
+    def _broken_dependencies(self, skill: dict) -> list[str]:
+        """The skills ``skill`` imports that are gone or no longer pass."""
+        return [dep for dep in skill.get("dependencies") or []
+                if (self.memory.get_skill(dep) or {}).get("status") not in ("working", "untested")
+                or self.library.source(dep) is None]
+
+    def retest_dependents(self, name: str) -> list[tuple[str, TestReport]]:
+        """``name`` changed: retest every skill that imports it (directly or not), nearest first;
+        one that fails now is ``broken_dependency``, one that passes again earns its status back."""
+        results = []
+        for dependent in self.memory.dependents(name):
+            if self.library.source(dependent) is None:
+                continue
+            report = self.retest(dependent, because_of=name)
+            results.append((dependent, report))
+            status = (self.memory.get_skill(dependent) or {}).get("status", "?")
+            if self.on_event:
+                self.on_event(Event("RETEST", f"{dependent} (imports {name}): {status}"
+                                    + ("" if report["ok"] else f": {report['error'].splitlines()[0][:120]}"
+                                       if report["error"] else "")))
+        return results
+
+    def versions(self, name: str) -> list[dict]:
+        """A skill's kept versions, oldest first (a skill saved before versions is version 1)."""
+        skill = versions.ensure_versioned(self.memory, self.library, validate_skill_name(name))
+        if skill is None:
+            raise AgentError(f"no skill named {name!r} (see :skills)")
+        return skill.get("versions") or []
+
+    def rollback(self, name: str, version: int | None = None) -> TestReport:
+        """Make an earlier version current again (default: the one before the current), retest it
+        and the skills that import it. Its status is earned again by that retest."""
+        kept = self.versions(name)
+        current = (self.memory.get_skill(name) or {}).get("version")
+        if version is None:
+            earlier = [v["version"] for v in kept if current is None or v["version"] < current]
+            if not earlier:
+                raise AgentError(f"{name} has no version before v{current} (see :versions {name})")
+            version = earlier[-1]
+        if version == current:
+            raise AgentError(f"v{version} is already {name}'s current version")
+        try:
+            versions.restore(self.memory, self.library, name, version)
+        except LookupError:
+            numbers = ", ".join(f"v{v['version']}" for v in kept)
+            raise AgentError(f"{name} has no version {version} with its files (kept: {numbers})") from None
+        report = self.retest(name)
+        self.retest_dependents(name)
+        return report
+
+    def forget(self, name: str, *, force: bool = False) -> list[str]:
+        """Delete a skill: its files, every version, its memory entry and grants. Refused while
+        other skills import it, unless ``force`` (they are retested: ``broken_dependency``).
+        Returns the dependents that were affected."""
+        validate_skill_name(name)
+        if self.memory.get_skill(name) is None and self.library.source(name) is None:
+            raise AgentError(f"no skill named {name!r} (see :skills)")
+        users = self.memory.dependents(name)
+        if users and not force:
+            raise AgentError(f"{name} is imported by {', '.join(users)}: forget those first, or use "
+                             f":forget {name} --force (they become broken_dependency)")
+        self.library.remove(name)
+        self.memory.remove_skill(name)
+        self.retest_dependents(name)
+        return users
 
     def add_examples(self, name: str, text: str) -> TestReport:
         """Add the user's examples (``name(...) == value``, several allowed) to a saved skill's tests
@@ -518,8 +619,9 @@ class AutonomousAgent:
             raise AgentError(f"no example found: write it as {name}(<arguments>) == <expected value>")
         added = tests_from_examples(name, examples, prefix="user_added",
                                     start=tests.count("def test_user_added_") + 1).split("\n", 2)[2]
-        self.library.save(name, self.library.source(name) or "", tests.rstrip() + "\n\n\n" + added)
         evidence = {**new_evidence(), **(skill.get("evidence") or {})}
         evidence["user_examples"] += len(examples)
-        self.memory.upsert_skill(name, evidence=evidence)
-        return self.retest(name)
+        versions.amend(self.memory, self.library, name, tests.rstrip() + "\n\n\n" + added, evidence=evidence)
+        report = self.retest(name)
+        self.retest_dependents(name)
+        return report

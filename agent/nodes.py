@@ -25,7 +25,7 @@ from agent.checks import (
 )
 from agent.library import SkillLibrary, describe_skills, importable
 from agent.llm.base import Completion, Model, Request, TokenCallback
-from agent.memory import Memory, now
+from agent.memory import Memory
 from agent.spec import complete_module, extract_code, stub
 from agent.state import Category, LoopState, SkillSpec, TestReport
 from safety import SafetyOutcome
@@ -290,11 +290,8 @@ def save(state: LoopState, deps: Deps) -> dict:
     if problem is not None:
         deps.emit(Event("SAVE", f"not kept: {problem}", *progress))
         return {"spec": spec, "reason": "incompatible", "incompatible": problem}
-    number = versions.keep(deps.memory, deps.library, spec["name"], state["code"], test_module(spec, with_holdout=True),
-                           origin="directive", status=status_of(evidence), model=deps.model.name, evidence=evidence,
-                           iterations=state["iteration"], directive_id=state.get("directive_id"),
-                           note=state["goal"], description=spec["description"], signature=spec["signature"],
-                           sandbox_level=report["level"] or None, last_tested=now(), probes=spec["probes"])
+    number = versions.keep_passing(deps.memory, deps.library, {**state, "spec": spec}, model=deps.model.name,
+                                   origin="directive", note=state["goal"])
     path = deps.library.module_path(spec["name"])
     deps.emit(Event("SAVE", f"{path} v{number}  ({status_of(evidence)}: {describe_evidence(evidence)})", *progress))
     return {"spec": spec}

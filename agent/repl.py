@@ -198,6 +198,21 @@ class Terminal:
         return {"o": Decision.ONCE, "once": Decision.ONCE, "a": Decision.ALWAYS,
                 "always": Decision.ALWAYS}.get(answer, Decision.DENY)
 
+    def yes_no(self, question: str) -> bool:
+        """A yes/no question; only y or yes is yes (Enter, Ctrl+C, Ctrl+D and anything else: no)."""
+        try:
+            return self.prompt(f"{question} [y/N]: ").strip().lower() in ("y", "yes")
+        except BadLine as err:
+            self.error(str(err))
+        except (EOFError, KeyboardInterrupt):
+            pass
+        return False
+
+    def ask_replace(self, skill: str, why: str) -> bool:
+        """A new version passed its own tests but not the current version's: replace it anyway?"""
+        self.warn(f"The new {skill} passed its own tests, but {why}")
+        return self.yes_no(f"Replace the current {skill} with it (its tests are no longer required)?")
+
     def confirm_examples(self, skill: str, observed: list[Observed]) -> list[bool | str | None]:
         """The user as the oracle: for each call, is the result right? y / n / the correct value."""
         self.warn(f"{skill} passed its automatic checks, but nothing says what it should return. "
@@ -231,7 +246,8 @@ class CommandCompleter(Completer):
                 .get_completions(document, complete_event)
             return
         command = words[0].lstrip(":")
-        wanted = {"show": 1, "test": 1, "memory": 1, "approvals": 1, "examples": 1}.get(command)
+        wanted = {"show": 1, "test": 1, "memory": 1, "approvals": 1, "examples": 1, "versions": 1,
+                  "rollback": 1, "forget": 1}.get(command)
         if wanted is None or len(words) - (0 if text.endswith(" ") else 1) != wanted:
             return
         prefix = "" if text.endswith(" ") else words[-1]
@@ -312,7 +328,7 @@ class Repl:
             self.term.error("a directive needs a goal, e.g. :directive Create a JSON validator skill")
             return False
         try:
-            result = self.agent.run(goal, confirm=self.term.confirm_examples)
+            result = self.agent.run(goal, confirm=self.term.confirm_examples, replace=self.term.ask_replace)
         except KeyboardInterrupt:
             self.term.warn("Interrupted: the directive is recorded as interrupted; :resume continues it.")
             return False
@@ -331,7 +347,8 @@ class Repl:
         ok = True
         for directive_id in chosen:
             try:
-                result = self.agent.resume(directive_id, confirm=self.term.confirm_examples)
+                result = self.agent.resume(directive_id, confirm=self.term.confirm_examples,
+                                           replace=self.term.ask_replace)
             except KeyboardInterrupt:
                 self.term.warn("Interrupted: :resume continues it.")
                 return False
@@ -441,6 +458,65 @@ class Repl:
         else:
             self.term.say(f"  {name}: failed · {headline(report['error'])}", "ansired")
         return bool(report["ok"])
+
+    def cmd_versions(self, name: str) -> bool | None:
+        """:versions <skill>  a skill's kept versions: when, what made it, model, status (* = current)"""
+        if not name:
+            self.term.error("usage: :versions <skill>")
+            return False
+        kept = self.agent.versions(name)
+        if not kept:
+            self.term.say(f"  {name} has no saved version yet (no directive for it passed).")
+            return None
+        current = (self.agent.memory.get_skill(name) or {}).get("version")
+        self.table([("", "version", "made", "by", "model", "status", "note")] + [
+            ("*" if v["version"] == current else "", f"v{v['version']}", v["created_at"][:16].replace("T", " "),
+             v["origin"], v.get("model") or "-", v["status"], " ".join((v.get("note") or "").split())[:60])
+            for v in kept])
+        return None
+
+    def cmd_rollback(self, argument: str) -> bool:
+        """:rollback <skill> [version]  make an earlier version current again (default: the previous one)"""
+        name, _, number = argument.partition(" ")
+        number = number.strip().lower().removeprefix("v")
+        if not name or (number and not number.isdigit()):
+            self.term.error("usage: :rollback <skill> [version], e.g. :rollback slugify 1")
+            return False
+        report = self.agent.rollback(name, int(number) if number else None)
+        skill = self.agent.memory.get_skill(name) or {}
+        self.term.say(f"  {name} is v{skill.get('version')} again: {skill.get('status')} · sandbox: "
+                      f"{report['level'] or '-'} · {report['passed']} passed, {report['failed']} failed",
+                      "ansigreen" if report["ok"] else "ansired")
+        return bool(report["ok"])
+
+    def cmd_forget(self, argument: str) -> bool | None:
+        """:forget <skill> [--force]  delete a skill, its versions and grants (asks; --force: though others use it)"""
+        words = argument.split()
+        force = "--force" in words
+        names = [w for w in words if w != "--force"]
+        if len(names) != 1:
+            self.term.error("usage: :forget <skill> [--force]")
+            return False
+        name = names[0]
+        skill = self.agent.memory.get_skill(name)
+        users = self.agent.memory.dependents(name)
+        if skill is None and self.agent.library.source(name) is None:
+            self.term.error(f"no skill named {name!r} (see :skills)")
+            return False
+        if users and not force:
+            self.term.error(f"{name} is imported by {', '.join(users)}: forget those first, or "
+                            f":forget {name} --force (they become broken_dependency)")
+            return False
+        count = len((skill or {}).get("versions") or []) or 1
+        what = f"{name} ({count} version{'s' if count > 1 else ''}, its tests and grants)"
+        if users:
+            what += f"; {', '.join(users)} will break"
+        if not self.term.yes_no(f"Forget {what}?"):
+            self.term.say("  Kept.")
+            return None
+        self.agent.forget(name, force=force)
+        self.term.say(f"  Forgot {name}.")
+        return None
 
     def cmd_memory(self, argument: str) -> bool | None:
         """:memory [raw]  summary of memory (skills by status, recent failures, directives to resume)"""

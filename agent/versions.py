@@ -104,6 +104,19 @@ def keep(memory: Memory, library: SkillLibrary, name: str, code: str, tests: str
     return number
 
 
+def keep_passing(memory: Memory, library: SkillLibrary, state: dict[str, Any], *, model: str | None,
+                 origin: str, note: str, compatible: bool = True) -> int:
+    """Keep the loop's passing code (``state``: its spec, code, report) as the next version."""
+    from agent.checks import status_of, test_module  # noqa: PLC0415 - checks imports the loop's types
+
+    spec, report = state["spec"], state["report"] or {}
+    return keep(memory, library, spec["name"], state["code"], test_module(spec, with_holdout=True),
+                origin=origin, status=status_of(spec["evidence"]), model=model, evidence=spec["evidence"],
+                iterations=state.get("iteration", 0), directive_id=state.get("directive_id"), note=note,
+                compatible=compatible, description=spec["description"], signature=spec["signature"],
+                sandbox_level=report.get("level") or None, last_tested=now(), probes=spec["probes"])
+
+
 def restore(memory: Memory, library: SkillLibrary, name: str, number: int) -> dict[str, Any]:
     """Make kept version ``number`` current again (its files back in ``skills/``); returns its
     record. Its status is earned again by the retest that follows."""
