@@ -13,6 +13,11 @@ from agent.rank import rank
 from safety.paths import resolve_inside, safe_read_text, safe_write_text, validate_skill_name
 
 
+def skill_document(skill: dict) -> str:
+    """The text a skill is ranked by: its name, signature and description."""
+    return f"{skill['name']} {skill.get('signature', '')} {skill.get('description', '')}"
+
+
 class SkillLibrary:
     """Files of the skills in one workspace. Every path goes through the workspace jail."""
 
@@ -50,7 +55,7 @@ class SkillLibrary:
     def relevant(goal: str, skills: list[dict], n: int = 3) -> list[dict]:
         """The ``n`` working skills most relevant to ``goal`` (BM25), best first; none if no overlap."""
         working = [s for s in skills if s.get("status") == "working"]
-        found = rank(goal, [f"{s['name']} {s.get('signature', '')} {s.get('description', '')}" for s in working], n)
+        found = rank(goal, [skill_document(s) for s in working], n)
         return json.loads(json.dumps([working[i] for i in found]))  # copies: memory's document is not for changing
 
 
