@@ -15,22 +15,26 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from prompt_toolkit import PromptSession, print_formatted_text
-from prompt_toolkit.application import get_app
+from prompt_toolkit.application import get_app, get_app_session
 from prompt_toolkit.completion import Completer, Completion, WordCompleter
 from prompt_toolkit.filters import Condition, emacs_insert_mode, vi_insert_mode
-from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.history import FileHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.keys import Keys
-from prompt_toolkit.output import Output
+from prompt_toolkit.output import DummyOutput, Output
+from prompt_toolkit.output.plain_text import PlainTextOutput
 
 from agent.analysis import headline
 from agent.checks import AUTOMATIC_MARK, Observed, describe_evidence
 from agent.core import AutonomousAgent, DirectiveResult
 from agent.errors import AgentError
+from agent.library import skill_document
 from agent.nodes import Event
+from agent.rank import rank
 from agent.spec import MAX_LINE_CHARS
+from agent.views import skill_view, skills_table, table
 from safety.approvals import ApprovalRequest, Decision
 from safety.paths import InvalidSkillName
 from safety.sandbox import Sandbox
@@ -159,6 +163,15 @@ class Terminal:
     def say(self, text: str = "", style: str = "") -> None:
         self.end_stream()
         print_formatted_text(FormattedText([(style, text)]), output=self.output)
+
+    def write(self, fragments: StyleAndTextTuples) -> None:
+        """Styled text in one write; the fragments carry their own line ends. Colours show at a
+        terminal (none with NO_COLOR); a file or pipe gets the same text without styles."""
+        self.end_stream()
+        output = self.output or get_app_session().output
+        if isinstance(output, PlainTextOutput | DummyOutput):  # styles would be dropped: skip them at once
+            fragments = [("", "".join([fragment[1] for fragment in fragments]))]
+        print_formatted_text(FormattedText(fragments), end="", output=output)
 
     def warn(self, text: str) -> None:
         self.say(text, "ansiyellow")
@@ -385,11 +398,9 @@ class Repl:
 
     def table(self, rows: list[tuple[str, ...]]) -> None:
         """Rows as aligned columns, the first in bold, printed in one write (fast for 10,000 rows)."""
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-        self.term.say(lines[0], "bold")
-        if len(lines) > 1:
-            self.term.say("\n".join(lines[1:]))
+        header, *body = rows
+        self.term.write(table([list(column) for column in zip(*body, strict=True)] or [[] for _ in header],
+                              header=header))
 
     def show_result(self, result: DirectiveResult) -> None:
         took = f"({result.iterations}/{result.max_iterations} iterations, {result.seconds:.1f} s)"
@@ -403,33 +414,33 @@ class Repl:
         else:
             self.term.say(f"  ❌ {result.message} ({result.reason})", "ansired")
 
-    def cmd_skills(self, _: str) -> None:
-        """:skills  list skills: name, status, description, last tested"""
+    def cmd_skills(self, query: str) -> None:
+        """:skills [query]  the skills as a table; with a query, the ones that match it, best match first"""
         skills = self.agent.memory.read()["skills"]
         if not skills:
             self.term.say("No skills yet. Try :directive Create a skill `add(a: int, b: int) -> int`")
             return
-        self.table([("name", "status", "evidence", "description", "last tested")] + [
-            (s["name"], s["status"], describe_evidence(s["evidence"]) if s.get("evidence") else "-",
-             s.get("description", "")[:50], (s.get("last_tested") or "never")[:19])
-            for s in sorted(skills, key=lambda s: s["name"])])
+        if not query:
+            self.term.write(skills_table(sorted(skills, key=lambda s: s["name"])))
+            return
+        found = rank(query, [skill_document(s) for s in skills])  # the ranker retrieval uses, every status
+        if not found:
+            self.term.say(f"  No skill matches {query[:60]!r} (by name, signature or description).")
+            return
+        self.term.write(skills_table([skills[i] for i in found]))
 
     def cmd_show(self, name: str) -> bool | None:
-        """:show <skill>  print a skill's module and tests"""
+        """:show <skill>  a skill's record (status, evidence, imports, users, versions), its code and tests"""
         source = self.agent.library.source(name) if name else None
         if source is None:
             self.term.error(f"no saved skill named {name!r} (see :skills)")
             return False
-        skill = self.agent.memory.get_skill(name) or {}
-        evidence = describe_evidence(skill["evidence"]) if skill.get("evidence") else "not recorded"
-        self.term.say(f"# {name}: {skill.get('status', '?')} · {evidence}", "bold")
-        self.term.say(f"# skills/{name}.py", "bold")
-        self.term.say(source.rstrip())
-        self.term.say(f"# {self.agent.library.test_path(name)}", "bold")
-        tests, _, automatic = (self.agent.library.tests(name) or "").partition(AUTOMATIC_MARK)
-        self.term.say(tests.rstrip())
-        if automatic:
-            self.term.say("# + the automatic checks from the signature (property cases, types, repeats)", "bold")
+        skills = self.agent.memory.read()["skills"]
+        skill = next((s for s in skills if s["name"] == name), None) or {"name": name}
+        dependents = sorted(s["name"] for s in skills if name in (s.get("dependencies") or ()))
+        self.term.write(skill_view(skill, module_path=self.agent.library.module_path(name), source=source,
+                                   test_path=self.agent.library.test_path(name), tests=self.agent.library.tests(name),
+                                   automatic_mark=AUTOMATIC_MARK, dependents=dependents))
 
     def cmd_test(self, name: str) -> bool:
         """:test <skill>  re-run a saved skill's doctests and tests in the sandbox"""
