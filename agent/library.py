@@ -58,11 +58,6 @@ def dependencies(source: str) -> list[str]:
     return found
 
 
-def skill_document(skill: dict) -> str:
-    """The text a skill is ranked by: its name, signature and description."""
-    return f"{skill['name']} {skill.get('signature', '')} {skill.get('description', '')}"
-
-
 class SkillLibrary:
     """Files of the skills in one workspace. Every path goes through the workspace jail."""
 
