@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import safety
-from agent import checks, planner, versions
+from agent import checks, improve, planner, versions
 from agent.analysis import report_from_outcome
 from agent.checks import Observed
 from agent.config import Settings, load_settings
@@ -508,7 +508,7 @@ class AutonomousAgent:
         with open(self.workspace / "history" / "crashes.log", "a", encoding="utf-8") as log:
             log.write(f"--- {now()} directive {directive_id}\n{traceback.format_exc()}\n")
 
-    def _log_call(self, directive_id: str, phase: str, request: Request, completion: Completion) -> None:
+    def _log_call(self, directive_id: str | None, phase: str, request: Request, completion: Completion) -> None:
         """Append one model call's accounting to history/model_calls.jsonl."""
         record = {"timestamp": now(), "directive_id": directive_id, "phase": phase, "model": completion.model,
                   "temperature": request.temperature, "tokens_in": completion.tokens_in,
@@ -563,6 +563,54 @@ class AutonomousAgent:
                                     + ("" if report["ok"] else f": {report['error'].splitlines()[0][:120]}"
                                        if report["error"] else "")))
         return results
+
+    def improve(self, name: str, what: str = "", *, rounds: int = 1,
+                on_round: Callable[[int, list[str], str], None] | None = None) -> list[improve.Round]:
+        """Review → change → test, ``rounds`` times: lint the current code with ruff, ask the model
+        for a review, then run the loop from the skill's own spec and tests (plus examples in
+        ``what``), showing it the code, the findings and the review. Each round that passes the
+        current version's tests, and its own, is kept as the next version; a round that keeps
+        nothing stops the rounds, and the old version stays. ``on_round`` sees each round's
+        number, lint findings and review before the change."""
+        what = " ".join(what.split())
+        if not 1 <= rounds <= 20:
+            raise AgentError("--rounds is 1 to 20")
+        done: list[improve.Round] = []
+        for number in range(1, rounds + 1):
+            skill, code, tests = self.memory.get_skill(name), self.library.source(name), self.library.tests(name)
+            if skill is None or code is None or tests is None or not skill.get("signature"):
+                raise AgentError(f"no saved skill named {name!r} to improve (see :skills)")
+            goal = f"improve {name}: {what or improve.DEFAULT_GOAL}"[:MAX_GOAL_CHARS]
+            if what and len(f"improve {name}: {what}") > MAX_GOAL_CHARS:
+                raise AgentError(f"say what to improve in at most {MAX_GOAL_CHARS - 20:,} characters")
+            self._check_storage()
+            findings = improve.lint(code, f"{name}.py")
+            review = self._review(name, code, what, findings)
+            if on_round:
+                on_round(number, findings, review)
+            notes = "\n".join([f"ruff: {f}" for f in findings] + ([] if review == "none" else review.splitlines()))
+            directive_id = self.memory.add_directive(goal, self.settings.max_iter, skill=name)
+            run = _Run(self, goal, directive_id, name, self.settings.max_iter)
+            spec = improve.improvement_spec(skill, tests, what)
+            before = skill.get("version")
+            result = self._drive(run, improve.start_state(goal, directive_id, self.settings.max_iter, spec, code,
+                                                          notes or "none"), None)
+            after = (self.memory.get_skill(name) or {}).get("version")
+            kept = after if result.ok and after != before else None
+            message = (f"kept v{kept} ({result.status})" if kept else
+                       f"kept v{before or 1}: {result.message}")
+            done.append(improve.Round(number, findings, review, result.status, kept, message))
+            if kept is None:
+                break
+        return done
+
+    def _review(self, name: str, code: str, what: str, findings: list[str]) -> str:
+        """The model's review of ``code`` (a few lines; "none" when it sees nothing to change)."""
+        model = self.model
+        request = improve.review_request(model, name, code, what, findings)
+        completion = model.generate(request)
+        self._log_call(None, "review", request, completion)
+        return improve.clean_review(completion.text, model.chat)
 
     def versions(self, name: str) -> list[dict]:
         """A skill's kept versions, oldest first (a skill saved before versions is version 1)."""

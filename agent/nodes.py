@@ -158,7 +158,8 @@ def _completion_feedback(state: LoopState) -> str:
     """What the last version got wrong, as a comment a completion model reads before the body."""
     report = state.get("report")
     if not report or report["ok"] or not state.get("code") or report["category"] in ("no_code", "blocked"):
-        return ""
+        notes = (state.get("notes") or "").splitlines() if state.get("base_code") else []
+        return "".join(f"    # To improve: {line[:150]}\n" for line in notes[:3])
     return f"    # The last version was wrong: {headline(report['error'])[:150]}\n"
 
 
@@ -175,6 +176,8 @@ def _write_messages(state: LoopState, spec: SkillSpec, skills: list[dict]) -> li
                                   code=state["code"].rstrip())
     elif report and report["category"] == "no_code":
         feedback = "Your previous reply had no usable ```python block. Reply with the whole module."
+    if state.get("base_code") and not feedback:
+        feedback = prompts.render("improve", code=state["base_code"].rstrip(), notes=state.get("notes") or "none")
     user = prompts.render("write_user", name=spec["name"], stub=stub(spec).rstrip(),
                           tests=spec["tests"].rstrip(), skills=describe_skills(skills), feedback=feedback)
     return [{"role": "system", "content": prompts.render("write_system")},
@@ -291,7 +294,7 @@ def save(state: LoopState, deps: Deps) -> dict:
         deps.emit(Event("SAVE", f"not kept: {problem}", *progress))
         return {"spec": spec, "reason": "incompatible", "incompatible": problem}
     number = versions.keep_passing(deps.memory, deps.library, {**state, "spec": spec}, model=deps.model.name,
-                                   origin="directive", note=state["goal"])
+                                   origin=state.get("origin") or "directive", note=state["goal"])
     path = deps.library.module_path(spec["name"])
     deps.emit(Event("SAVE", f"{path} v{number}  ({status_of(evidence)}: {describe_evidence(evidence)})", *progress))
     return {"spec": spec}

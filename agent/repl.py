@@ -259,7 +259,7 @@ class CommandCompleter(Completer):
                 .get_completions(document, complete_event)
             return
         command = words[0].lstrip(":")
-        wanted = {"show": 1, "test": 1, "memory": 1, "approvals": 1, "examples": 1, "versions": 1,
+        wanted = {"show": 1, "test": 1, "memory": 1, "approvals": 1, "examples": 1, "versions": 1, "improve": 1,
                   "rollback": 1, "forget": 1}.get(command)
         if wanted is None or len(words) - (0 if text.endswith(" ") else 1) != wanted:
             return
@@ -469,6 +469,40 @@ class Repl:
         else:
             self.term.say(f"  {name}: failed · {headline(report['error'])}", "ansired")
         return bool(report["ok"])
+
+    def cmd_improve(self, argument: str) -> bool:
+        """:improve <skill> [what] [--rounds N]  lint, review, change, test: a round is kept if old+new tests pass"""
+        words = argument.split()
+        rounds = 1
+        if "--rounds" in words:
+            at = words.index("--rounds")
+            value = words[at + 1] if at + 1 < len(words) else ""
+            if not value.isdigit():
+                self.term.error("usage: :improve <skill> [what] [--rounds N]")
+                return False
+            rounds = int(value)
+            del words[at:at + 2]
+        if not words:
+            self.term.error("usage: :improve <skill> [what] [--rounds N], e.g. :improve slugify handle accents")
+            return False
+        name, what = words[0], " ".join(words[1:])
+
+        def show(number: int, findings: list[str], review: str) -> None:
+            self.term.say(f"  ROUND   {number}/{rounds} · ruff: " + (f"{len(findings)} finding"
+                          f"{'s' if len(findings) != 1 else ''}" if findings else "clean"), "bold")
+            for finding in findings[:5]:
+                self.term.say(f"    {finding}")
+            for line in review.splitlines():
+                self.term.say(f"  REVIEW  {line}")
+        try:
+            done = self.agent.improve(name, what, rounds=rounds, on_round=show)
+        except KeyboardInterrupt:
+            self.term.warn("Interrupted: the round is recorded as interrupted; the current version stays.")
+            return False
+        for result in done:
+            self.term.say(f"  round {result.number}: {result.message}",
+                          "ansigreen" if result.version else "ansired")
+        return all(result.version for result in done) and len(done) == rounds
 
     def cmd_versions(self, name: str) -> bool | None:
         """:versions <skill>  a skill's kept versions: when, what made it, model, status (* = current)"""

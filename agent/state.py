@@ -63,3 +63,6 @@ class LoopState(TypedDict, total=False):
     reason: Reason | None  # why the loop ended; None while it runs
     tokens: int  # model tokens (in + out) spent on this directive so far
     incompatible: str  # why a passing version was not kept: it fails the current version's tests
+    base_code: str  # :improve: the current version, which the model changes
+    notes: str  # :improve: the lint findings and the review, shown with the code
+    origin: str  # what makes the version kept: "directive" (default) or "improve"
