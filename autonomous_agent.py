@@ -3,6 +3,7 @@
 
     python autonomous_agent.py            # the interactive prompt (Agent> )
     python autonomous_agent.py < cmds.txt # run the lines of a file (or pipe) as if typed
+    python autonomous_agent.py mcp        # serve the working skills as MCP tools over stdio
     python autonomous_agent.py --help     # flags; each also has an environment variable; exit codes
 
 As a library::
@@ -36,6 +37,13 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
     pipe. Exit status: 1 when a ``-c`` line or a line of a file or pipe failed (or the settings
     are bad), else 0; an interactive session exits 0.
     """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "commands", "resume", "mode")}
+    if args.mode == "mcp":
+        if args.commands or args.resume:
+            parser.error("mcp serves tools over stdio: it takes no -c or --resume")
+        return serve_mcp(flags, args.config)
     from agent.repl import (  # prompt_toolkit UI only when used
         Repl,
         Terminal,
@@ -45,8 +53,6 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
         unsandboxed_note,
     )
 
-    args = build_parser().parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "commands", "resume")}
     stream = None
     if input is None and (sys.stdin is None or not sys.stdin.isatty()):
         stream = sys.stdin.buffer if sys.stdin is not None else io.BytesIO()  # no stdin at all: EOF
@@ -90,6 +96,18 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
         term.say("Type :help for commands, :quit to leave.")
     ok = repl.loop() and resumed
     return 0 if ok or term.interactive else 1
+
+
+def serve_mcp(flags: dict, config: object) -> int:
+    """``mcp``: the working skills as MCP tools over stdio. Nothing but the protocol on stdout."""
+    try:
+        settings = load_settings(flags, config_path=config)  # type: ignore[arg-type]
+    except AgentError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    from agent.mcp_server import serve
+
+    return serve(settings)
 
 
 if __name__ == "__main__":

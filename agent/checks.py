@@ -224,32 +224,41 @@ class Observed:
     call: str  # e.g. "is_valid_json('[1]')"
     result: str  # the repr of the value, or "raised ValueError: ..." when it raised
     raised: bool
+    size: int = -1  # characters of the whole repr (``result`` is cut to the probe's limit); -1: not run
+
+    @property
+    def whole(self) -> bool:
+        """Whether ``result`` is all of it (not cut to the probe's limit)."""
+        return 0 <= self.size <= len(self.result)
 
 
-def probe_tests(name: str, calls: list[str]) -> str:
-    """A test module that reports each call's repr (or what it raised) through a failed assertion,
-    the one channel pytest always prints; ``read_probes`` reads them back."""
-    lines = ["import json", f"from {name} import {name}", ""]
+def probe_tests(name: str, calls: list[str], *, limit: int = 300, setup: str = "") -> str:
+    """A test module that reports each call's repr (or what it raised), cut to ``limit``
+    characters, with its whole length, through a failed assertion, the one channel pytest always
+    prints; ``read_probes`` reads them back. ``setup`` is module code the calls may use."""
+    lines = ["import json", f"from {name} import {name}", *([setup] if setup else []), ""]
     for i, call in enumerate(calls):
-        lines += [f"def test_probe_{i}():", "    try:", f"        seen = repr({call})[:300]",
-                  "    except Exception as err:", "        seen = 'raised %s: %s' % (type(err).__name__, err)",
-                  f"    raise AssertionError('{PROBE_MARK} {i} ' + json.dumps(seen))", ""]
+        lines += [f"def test_probe_{i}():", "    try:", f"        seen, how = repr({call}), 'returned'",
+                  "    except Exception as err:",
+                  "        seen, how = 'raised %s: %s' % (type(err).__name__, err), 'raised'",
+                  f"    shown = json.dumps(seen[:{int(limit)}])",
+                  f"    raise AssertionError('{PROBE_MARK} {i} %s %d ' % (how, len(seen)) + shown)",
+                  ""]
     return "\n".join(lines)
 
 
 def read_probes(output: str, calls: list[str]) -> list[Observed]:
     """The observed results, in call order (a call whose line is missing reads as not run)."""
-    seen: dict[int, str] = {}
-    for match in re.finditer(rf"{PROBE_MARK} (\d+) (\"(?:[^\"\\\n]|\\.)*\")", output):
+    seen: dict[int, Observed] = {}
+    for match in re.finditer(rf"{PROBE_MARK} (\d+) (returned|raised) (\d+) (\"(?:[^\"\\\n]|\\.)*\")", output):
+        i = int(match.group(1))
         try:
-            seen.setdefault(int(match.group(1)), json.loads(match.group(2)))
+            if 0 <= i < len(calls) and i not in seen:
+                seen[i] = Observed(calls[i], json.loads(match.group(4)), match.group(2) == "raised",
+                                   int(match.group(3)))
         except ValueError:  # a line pytest cut short
             continue
-    results = []
-    for i, call in enumerate(calls):
-        value = seen.get(i, "raised nothing: the call did not run")
-        results.append(Observed(call, value, value.startswith("raised ")))
-    return results
+    return [seen.get(i, Observed(call, "raised nothing: the call did not run", True)) for i, call in enumerate(calls)]
 
 
 # ---- the over-fitting guard --------------------------------------------------------------------

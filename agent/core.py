@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import json
+import keyword
+import math
 import os
 import sqlite3
 import time
@@ -16,10 +19,10 @@ from pathlib import Path
 
 import safety
 from agent import checks, improve, planner, versions
-from agent.analysis import report_from_outcome
+from agent.analysis import headline, report_from_outcome
 from agent.checks import Observed
 from agent.config import Settings, load_settings
-from agent.errors import AgentError, ModelUnavailable
+from agent.errors import AgentError, CallRefused, ModelUnavailable, SkillCallError
 from agent.library import SkillLibrary
 from agent.llm import load_model
 from agent.llm.base import Completion, Model, Request, TokenCallback
@@ -30,8 +33,18 @@ from agent.nodes import Deps, Event
 from agent.spec import MAX_GOAL_CHARS, leading_literal, new_evidence, parse_examples, tests_from_examples
 from agent.state import LoopState, SkillSpec, TestReport
 from safety.approvals import ApprovalRequest, Approvals, Decision
-from safety.paths import safe_rmtree, validate_skill_name
+from safety.paths import InvalidSkillName, safe_rmtree, validate_skill_name
 from safety.sandbox import Sandbox
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What a skill call returned: ``value`` (a Python literal, or ``text`` itself when the result's
+    repr is not a literal), ``text`` (its repr) and whether it read back as a literal."""
+
+    value: object
+    text: str
+    literal: bool
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,46 @@ def _seen(observed: list[Observed], call: str) -> str:
 
 
 OUTPUT_KEPT = 4000  # characters of a test run's output kept in the audit trail
+CALLABLE = ("working", "untested")  # the statuses a skill can be called in
+CALL_RESULT_CHARS = 8_000  # the longest repr a call brings back (the sandbox keeps 64 kB of output)
+CALL_ARGUMENT_CHARS = 100_000  # the longest repr of a call's arguments
+LITERAL_DEPTH = 50  # how deeply an argument may nest
+NOT_A_LITERAL = ("arguments must be Python literals: str, int, float, bool, None, bytes, complex, "
+                 "and lists, tuples, dicts and sets of them")
+
+
+def _literal(value: object, depth: int = 0) -> bool:
+    """Whether ``value`` is made only of literals, so its repr reads back as an equal value."""
+    kind = type(value)
+    if depth > LITERAL_DEPTH:
+        return False
+    if kind in (str, bytes, int, bool, type(None)):
+        return True
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    if kind is complex:
+        return math.isfinite(value.real) and math.isfinite(value.imag)  # type: ignore[union-attr]
+    if kind in (list, tuple, set):
+        return all(_literal(item, depth + 1) for item in value)  # type: ignore[union-attr]
+    if kind is dict:
+        return all(_literal(k, depth + 1) and _literal(v, depth + 1) for k, v in value.items())  # type: ignore[union-attr]
+    return False
+
+
+def call_text(name: str, args: tuple, kwargs: dict, limit: int = 80) -> str:
+    """``name(1, 'x', key=2)``, cut short to ``limit`` characters, for messages."""
+    text = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{name}({text})"
+
+
+def read_literal(text: str) -> object:
+    """A call's result from its repr: the value when the repr is a Python literal, else the repr."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return text
 
 
 class _Run:
@@ -471,6 +524,72 @@ class AutonomousAgent:
         their results; none when the calls could not run (a gate or a denied approval)."""
         outcome = self.execute(name, code, checks.probe_tests(name, calls))
         return [] if outcome.run is None else checks.read_probes(outcome.run.output, calls)
+
+    def call(self, name: str, /, *args: object, **kwargs: object) -> object:
+        """The value a saved skill returns, called in the sandbox: see ``call_result``."""
+        return self.call_result(name, *args, **kwargs).value
+
+    def call_result(self, name: str, /, *args: object, **kwargs: object) -> CallResult:
+        """Call a saved skill in the sandbox and return its result: ``agent.call("slugify",
+        "Hello World")``. The run takes the one safety path tests take (gates, approvals, the
+        sandbox, its timeout). Arguments must be Python literals (str, int, float, bool, None,
+        bytes, complex, and lists, tuples, dicts and sets of them); they reach the skill as equal
+        values. The result comes back as a value when its repr is a Python literal, else as that
+        repr (a string), and at most ``CALL_RESULT_CHARS`` characters of it.
+
+        One-line errors: ``SkillCallError`` when the skill raised (its type and message);
+        ``CallRefused`` when it did not run (a gate, a need not approved, no sandbox);
+        ``AgentError`` for an unknown skill, one whose status is not working or untested, bad
+        arguments, a run that timed out or ended without returning, a result too long.
+        """
+        try:
+            validate_skill_name(name)
+        except InvalidSkillName as err:
+            raise AgentError(str(err).splitlines()[0]) from None
+        skill, source = self.memory.get_skill(name), self.library.source(name)
+        if skill is None or source is None:
+            raise AgentError(f"no saved skill named {name!r} (see :skills)")
+        if skill["status"] not in CALLABLE:
+            why = ("a skill it imports no longer passes" if skill["status"] == "broken_dependency"
+                   else "no version of it passed its tests")
+            raise AgentError(f"{name} is {skill['status']} ({why}), so it cannot be called: only working and "
+                             f"untested skills can; :test {name} retests it")
+        for key in kwargs:
+            if not key.isidentifier() or keyword.iskeyword(key):
+                raise AgentError(f"{key!r} is not a parameter name")
+        shown = call_text(name, args, kwargs)
+        if not all(_literal(a) for a in args) or not all(_literal(v) for v in kwargs.values()):
+            raise AgentError(f"cannot call {shown}: {NOT_A_LITERAL}")
+        packed = repr((tuple(args), dict(kwargs)))
+        if len(packed) > CALL_ARGUMENT_CHARS:
+            raise AgentError(f"cannot call {shown}: the arguments are {len(packed):,} characters as Python "
+                             f"literals (at most {CALL_ARGUMENT_CHARS:,})")
+        # The arguments travel as data, read back by literal_eval (which runs no code), so a string
+        # argument such as "eval(x)" or "__init__" is not mistaken for code by the gates.
+        setup = ("import ast as _ast\n"
+                 f"_ARGS, _KWARGS = _ast.literal_eval(bytes.fromhex({packed.encode().hex()!r}).decode())")
+        tests = checks.probe_tests(name, [f"{name}(*_ARGS, **_KWARGS)"], limit=CALL_RESULT_CHARS, setup=setup)
+        outcome = self.execute(name, source, tests)
+        if outcome.run is None:
+            denied = tuple(sorted(outcome.verdict.needs - outcome.granted)) if (outcome.reason or "").startswith(
+                "not approved") else ()
+            raise CallRefused(f"{name} did not run: {outcome.reason or 'blocked by the safety gates'}", denied)
+        seen = checks.read_probes(outcome.run.output, [shown])[0]
+        if seen.size < 0:
+            if outcome.run.timed_out:
+                raise AgentError(f"{shown} did not finish: the sandbox stopped it after {self.settings.timeout:g} s "
+                                 "(--timeout sets the limit)")
+            why = headline(report_from_outcome(outcome)["error"]) or "the run ended without a result"
+            raise AgentError(f"{shown} did not return: {why}")
+        if seen.raised:
+            exception, _, message = seen.result.removeprefix("raised ").partition(": ")
+            first = (message.strip().splitlines() or [""])[0]
+            raise SkillCallError(shown, exception, first[:200] + ("..." if len(first) > 200 else ""))
+        if not seen.whole:
+            raise AgentError(f"{shown} returned a value too long to bring back: its repr has {seen.size:,} "
+                             f"characters (at most {CALL_RESULT_CHARS:,})")
+        value = read_literal(seen.result)
+        return CallResult(value, seen.result, value is not seen.result)
 
     def _finish(self, final: LoopState, run: _Run) -> DirectiveResult:
         """The directive's result from the loop's final state (the save node recorded a passing skill)."""

@@ -26,3 +26,20 @@ class MemoryCorrupted(AgentError):
 
 class UnsafePath(AgentError):
     """A path the agent was asked to touch resolves outside the workspace."""
+
+
+class SkillCallError(AgentError):
+    """A called skill raised: ``exception`` is its type's name, ``message`` its first line."""
+
+    def __init__(self, call: str, exception: str, message: str) -> None:
+        self.call, self.exception, self.message = call, exception, message
+        super().__init__(f"{call} raised {exception}" + (f": {message}" if message else ""))
+
+
+class CallRefused(AgentError):
+    """A skill call that did not run: a gate blocked it, or a tier-2 need was not approved
+    (``denied`` names those needs), or no sandbox may run it."""
+
+    def __init__(self, message: str, denied: tuple[str, ...] = ()) -> None:
+        self.denied = denied
+        super().__init__(message)

@@ -7,8 +7,12 @@ line source: the prompt at a terminal, or a file or pipe when stdin is not one (
 
 from __future__ import annotations
 
+import ast
+import io
 import json
+import re
 import shlex
+import tokenize
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -28,7 +32,7 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 
 from agent.analysis import headline
 from agent.checks import AUTOMATIC_MARK, Observed, describe_evidence
-from agent.core import AutonomousAgent, DirectiveResult
+from agent.core import AutonomousAgent, DirectiveResult, read_literal
 from agent.errors import AgentError
 from agent.library import skill_document
 from agent.nodes import Event
@@ -260,7 +264,7 @@ class CommandCompleter(Completer):
             return
         command = words[0].lstrip(":")
         wanted = {"show": 1, "test": 1, "memory": 1, "approvals": 1, "examples": 1, "versions": 1, "improve": 1,
-                  "rollback": 1, "forget": 1}.get(command)
+                  "rollback": 1, "forget": 1, "run": 1}.get(command)
         if wanted is None or len(words) - (0 if text.endswith(" ") else 1) != wanted:
             return
         prefix = "" if text.endswith(" ") else words[-1]
@@ -454,6 +458,15 @@ class Repl:
                       f"{report['failed']} failed, {report['errors']} errors")
         return bool(report["ok"])
 
+    def cmd_run(self, argument: str) -> bool:
+        """:run <skill> <args>  call a skill in the sandbox and print its result, e.g. :run add 2 3"""
+        if not argument.strip():
+            self.term.error(RUN_USAGE)
+            return False
+        name, args, kwargs = parse_run(argument)
+        self.term.say(self.agent.call_result(name, *args, **kwargs).text)  # the result's repr
+        return True
+
     def cmd_examples(self, argument: str) -> bool:
         """:examples <skill> <call> == <value>  add examples to a skill (they become tests) and retest it"""
         name, _, text = argument.partition(" ")
@@ -643,6 +656,99 @@ class Repl:
         """:quit  leave (Ctrl+D too)"""
         self.running = False
 
+
+
+RUN_USAGE = ("usage: :run <skill> <arguments>, e.g. :run slugify \"Hello World\", :run add 2 3, "
+             ":run add(2, 3), :run f [1, 2] key='x'")
+SKILL_CALL = re.compile(r"([A-Za-z_]\w*)(.*)", re.S)
+KEYWORD_TOKEN = re.compile(r"([A-Za-z_]\w*)=(.*)", re.S)
+
+
+def _call_arguments(text: str) -> tuple[tuple, dict] | None:
+    """The arguments of ``f(<text>)`` when it parses as a call whose arguments are all literals."""
+    try:
+        node = ast.parse(f"f({text}\n)", mode="eval").body
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) \
+            or any(isinstance(a, ast.Starred) for a in node.args) \
+            or any(k.arg is None for k in node.keywords):
+        return None
+    try:
+        return (tuple(ast.literal_eval(a) for a in node.args),
+                {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg is not None})
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
+def _with_commas(text: str) -> str | None:
+    """``text`` with a comma between items that only whitespace separates outside brackets
+    (``[1, 2] key='x'`` -> ``[1, 2], key='x'``); None when it does not tokenize."""
+    pieces: list[str] = []
+    depth, previous = 0, None
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT):
+                continue
+            if (previous is not None and depth == 0 and tok.start > previous.end
+                    and previous.string not in (",", "=") and tok.string not in (",", "=")):
+                pieces.append(",")
+            pieces.append(" " + tok.string if previous is not None and tok.start > previous.end else tok.string)
+            if tok.type == tokenize.OP and tok.string in "([{":
+                depth += 1
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                depth -= 1
+            previous = tok
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return None
+    return "".join(pieces)
+
+
+def _token_value(token: str) -> object:
+    """A shell-like token as a literal when it is one (``3``, ``[1]``, ``None``), else as a string."""
+    value = read_literal(token)
+    return token if value is token else value
+
+
+def parse_run(argument: str) -> tuple[str, tuple, dict]:
+    """``:run``'s argument as (skill, args, kwargs). The arguments are read as Python call
+    arguments (``add(2, 3)``, ``add 2, 3``, ``f [1, 2] key='x'``, ``add 2 3``), else split
+    shell-like with each token a literal if it is one, else a string (``slugify Hello``).
+    Raises AgentError (the usage line) for a line that is none of these."""
+    match = SKILL_CALL.fullmatch(argument.strip())
+    if not match:
+        raise AgentError(RUN_USAGE)
+    name, rest = match.group(1), match.group(2)
+    if rest.startswith("(") and rest.rstrip().endswith(")"):  # add(2, 3): the call itself
+        found = _call_arguments(rest.strip()[1:-1])
+        if found is None:
+            raise AgentError(f"{name}{rest.strip()[:60]} is not a call with Python literal arguments: {RUN_USAGE}")
+        return name, *found
+    if rest and not rest[0].isspace():
+        raise AgentError(RUN_USAGE)
+    rest = rest.strip()
+    if not rest:
+        return name, (), {}
+    found = _call_arguments(rest)
+    if found is None and (commas := _with_commas(rest)) is not None:
+        found = _call_arguments(commas)
+    if found is not None:
+        return name, *found
+    try:
+        tokens = shlex.split(rest)
+    except ValueError as err:  # an unclosed quote
+        raise AgentError(f"{str(err).lower()}: {RUN_USAGE}") from None
+    args: list[object] = []
+    kwargs: dict[str, object] = {}
+    for token in tokens:
+        keyword_token = KEYWORD_TOKEN.fullmatch(token)
+        if keyword_token:
+            kwargs[keyword_token.group(1)] = _token_value(keyword_token.group(2))
+        elif kwargs:
+            raise AgentError(f"positional argument {token[:40]!r} after a keyword argument: {RUN_USAGE}")
+        else:
+            args.append(_token_value(token))
+    return name, tuple(args), kwargs
 
 
 def unsandboxed_note(sandbox: Sandbox) -> str | None:

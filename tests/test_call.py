@@ -1,0 +1,364 @@
+"""Calling skills: ``agent.call`` through the real gates, approvals and sandbox, ``:run`` in the
+REPL, and the MCP server end to end with the official SDK's own stdio client."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agent.core import AutonomousAgent
+from agent.errors import AgentError, CallRefused, SkillCallError
+from agent.mcp_server import annotation_schema, skill_shape
+from agent.repl import parse_run
+from autonomous_agent import main
+from safety.approvals import Decision
+from tests.conftest import FakeModel
+from tests.llm_servers import ollama_server  # noqa: F401  (fixture)
+from tests.test_loop import GOOD, PLAN
+from tests.test_repl import MODEL, session
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SKILLS = {
+    "echo": ("echo(x: object) -> object", "Return x.", "def echo(x: object) -> object:\n    return x\n"),
+    "boom": ("boom(text: str) -> str", "Always raise.",
+             "def boom(text: str) -> str:\n    raise ValueError('bad ' + text + '\\nsecond line')\n"),
+    "thing": ("thing() -> object", "An object that is no literal.",
+              "class Thing:\n    def __repr__(self) -> str:\n        return '<Thing>'\n\n\n"
+              "def thing() -> object:\n    return Thing()\n"),
+    "longest": ("longest(n: int) -> str", "A long string.", "def longest(n: int) -> str:\n    return 'x' * n\n"),
+    "sleepy": ("sleepy(seconds: float) -> int", "Sleep.",
+               "import time\n\n\ndef sleepy(seconds: float) -> int:\n    time.sleep(seconds)\n    return 1\n"),
+    "uses_ctypes": ("uses_ctypes() -> int", "Blocked.", "import ctypes\n\n\ndef uses_ctypes() -> int:\n    return 1\n"),
+    "net_echo": ("net_echo(text: str) -> str", "Needs the network (never uses it).",
+                 "import socket\n\n\ndef net_echo(text: str) -> str:\n    return text.upper()\n"),
+    "scale": ("scale(items: list[int], factor: float = 2.0, *, label: str | None = None) -> dict",
+              "Scale items.",
+              "def scale(items: list[int], factor: float = 2.0, *, label: str | None = None) -> dict:\n"
+              "    return {'label': label, 'items': [i * factor for i in items]}\n"),
+    "pair": ("pair(point: tuple[int, int], /) -> int", "Sum a pair.",
+             "def pair(point: tuple[int, int], /) -> int:\n    assert isinstance(point, tuple)\n"
+             "    return point[0] + point[1]\n"),
+}
+
+
+def add_skills(agent: AutonomousAgent, names: list[str] | None = None, status: str = "working") -> None:
+    """Save skills as a finished directive would: files in the library, an entry in memory."""
+    for name in names or list(SKILLS):
+        signature, description, code = SKILLS[name]
+        agent.library.save(name, code, f"from {name} import {name}\n")
+        agent.memory.upsert_skill(name, status=status, signature=signature, description=description)
+
+
+def sandboxed(agent: AutonomousAgent) -> AutonomousAgent:
+    if agent.sandbox.level == "rlimits":
+        pytest.skip("no sandbox works on this machine: generated code is refused")
+    return agent
+
+
+@pytest.fixture
+def agent(workspace) -> AutonomousAgent:
+    agent = sandboxed(AutonomousAgent(workspace=workspace, model=FakeModel()))
+    add_skills(agent)
+    return agent
+
+
+# -- agent.call --------------------------------------------------------------------------------
+
+def test_a_skill_made_by_a_directive_is_called_in_the_sandbox(workspace):
+    agent = sandboxed(AutonomousAgent(workspace=workspace, model=FakeModel([PLAN, GOOD])))
+    assert agent.run("Create a skill that adds two numbers").status == "working"
+    assert agent.call("add_numbers", 2, 3) == 5
+    assert agent.call("add_numbers", a=-1, b=10) == 9
+    result = agent.call_result("add_numbers", 1, 1)
+    assert (result.value, result.text, result.literal) == (2, "2", True)
+    assert list(workspace.glob("exec/*")) == []  # the run directory went with the run
+
+
+def test_arguments_and_results_round_trip_as_python_literals(agent):
+    values = ["Hello World", 1.5, -7, None, True, b"\x00bytes", 2j, [1, (2, 3)], {"a": {1, 2}}, set(), (),
+              "eval(__import__('os').system('x'))", "__init__", "line\nbreak 😀"]
+    for value in values:
+        assert agent.call("echo", value) == value and type(agent.call("echo", value)) is type(value)
+    assert agent.call("echo", x="as keyword") == "as keyword"
+    assert agent.call("scale", [1, 2], label="n") == {"label": "n", "items": [2.0, 4.0]}
+
+
+def test_a_result_that_is_no_literal_comes_back_as_its_repr(agent):
+    result = agent.call_result("thing")
+    assert (result.value, result.text, result.literal) == ("<Thing>", "<Thing>", False)
+    assert agent.call("thing") == "<Thing>"
+
+
+def test_an_exception_in_the_skill_is_one_line_naming_it(agent):
+    with pytest.raises(SkillCallError) as caught:
+        agent.call("boom", "x")
+    assert str(caught.value) == "boom('x') raised ValueError: bad x"
+    assert (caught.value.exception, caught.value.message) == ("ValueError", "bad x")
+    with pytest.raises(SkillCallError, match=r"^echo\(\) raised TypeError: .*missing 1 required"):
+        agent.call("echo")
+
+
+@pytest.mark.parametrize("call, message", [
+    (("nothing_here",), "no saved skill named 'nothing_here' (see :skills)"),
+    (("../../etc",), "invalid skill name '../../etc'"),
+    (("echo", object()), "cannot call echo(<object object at"),
+    (("echo", float("nan")), "arguments must be Python literals"),
+    (("echo", frozenset({1})), "arguments must be Python literals"),
+])
+def test_bad_calls_are_one_line_agent_errors(agent, call, message):
+    with pytest.raises(AgentError) as caught:
+        agent.call(*call)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_bad_keyword_is_refused(agent):
+    with pytest.raises(AgentError, match="'not valid' is not a parameter name"):
+        agent.call("echo", **{"not valid": 1})
+
+
+@pytest.mark.parametrize("status", ["failed", "broken_dependency"])
+def test_only_working_and_untested_skills_can_be_called(agent, status):
+    agent.memory.upsert_skill("echo", status="untested")
+    assert agent.call("echo", 1) == 1
+    agent.memory.upsert_skill("echo", status=status)
+    with pytest.raises(AgentError, match=f"^echo is {status} .*cannot be called.*:test echo retests it"):
+        agent.call("echo", 1)
+
+
+def test_a_result_too_long_to_bring_back_is_one_line(agent):
+    assert len(agent.call("longest", 7_000)) == 7_000
+    with pytest.raises(AgentError, match="too long to bring back: its repr has 20,002 characters"):
+        agent.call("longest", 20_000)
+
+
+def test_the_sandbox_timeout_stops_a_call(workspace):
+    agent = sandboxed(AutonomousAgent(workspace=workspace, model=FakeModel(), timeout=2))
+    add_skills(agent, ["sleepy"])
+    with pytest.raises(AgentError, match=r"sleepy\(30\) did not finish: the sandbox stopped it after 2 s"):
+        agent.call("sleepy", 30)
+
+
+def test_a_blocked_gate_is_one_line(agent):
+    with pytest.raises(CallRefused, match="^uses_ctypes did not run: blocked by gate") as caught:
+        agent.call("uses_ctypes")
+    assert caught.value.denied == ()
+
+
+def test_a_tier_two_need_is_asked_then_granted_or_denied(workspace):
+    asked = []
+    answers = iter([Decision.ONCE, Decision.DENY])
+
+    def approve(request):
+        asked.append(request.need)
+        return next(answers)
+
+    agent = sandboxed(AutonomousAgent(workspace=workspace, model=FakeModel(), approve=approve))
+    add_skills(agent, ["net_echo"])
+    assert agent.call("net_echo", "hi") == "HI"
+    for _ in range(2):  # a "deny" is remembered: the second time nobody is asked
+        with pytest.raises(CallRefused, match="not approved: network access for skill net_echo") as caught:
+            agent.call("net_echo", "hi")
+        assert caught.value.denied == ("network",)
+    assert asked == ["network", "network"]
+
+
+# -- :run ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line, expected", [
+    ('slugify "Hello World"', ("slugify", ("Hello World",), {})),
+    ("add 2 3", ("add", (2, 3), {})),
+    ("add(2, 3)", ("add", (2, 3), {})),
+    ("add 2, 3", ("add", (2, 3), {})),
+    ("f [1, 2] key='x'", ("f", ([1, 2],), {"key": "x"})),
+    ("add -1 2", ("add", (-1, 2), {})),
+    ("f (1, 2)", ("f", ((1, 2),), {})),
+    ("f", ("f", (), {})),
+    ("f()", ("f", (), {})),
+    ('f {"a": 1} [2, (3, 4)] None', ("f", ({"a": 1}, [2, (3, 4)], None), {})),
+    ("slugify Hello World", ("slugify", ("Hello", "World"), {})),
+    ("f x=1 y=hi", ("f", (), {"x": 1, "y": "hi"})),
+    ("f eval(1)", ("f", ("eval(1)",), {})),
+    ("add(a=1, b=2)", ("add", (), {"a": 1, "b": 2})),
+    ("f b'x' 1.5 True", ("f", (b"x", 1.5, True), {})),
+])
+def test_run_reads_arguments_as_python_call_arguments_or_shell_words(line, expected):
+    assert parse_run(line) == expected
+
+
+@pytest.mark.parametrize("line, message", [
+    ("", "usage: :run <skill> <arguments>"),
+    ("9lives", "usage: :run"),
+    ('f "unclosed', "no closing quotation: usage: :run"),
+    ("f(x)", "f(x) is not a call with Python literal arguments"),
+    ("f(1)(2)", "is not a call with Python literal arguments"),
+    ("f(", "usage: :run"),
+    ("f x=1 2", "positional argument '2' after a keyword argument"),
+])
+def test_a_bad_run_line_is_one_usage_line(line, message):
+    with pytest.raises(AgentError) as caught:
+        parse_run(line)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.fixture
+def server(ollama_server, monkeypatch):  # noqa: F811
+    server = ollama_server(tags=["qwen2.5-coder:7b"])
+    monkeypatch.setenv("OLLAMA_HOST", server.url)
+    return server
+
+
+def test_run_in_the_repl_prints_the_result_or_one_error_line(workspace, server):
+    server.enqueue(PLAN, GOOD)
+    code, out = session(workspace, [":directive Create a skill that adds two numbers", ":run add_numbers 2 3",
+                                    ":run add_numbers(a=1, b=2)", ":run add_numbers 'x' 1", ":run nothing 1",
+                                    ":run", ":help", ":quit"], "--model", MODEL)
+    if "sandbox: rlimits" in out:
+        pytest.skip("no sandbox works on this machine: generated code is refused")
+    assert code == 0 and "Traceback" not in out
+    lines = out.splitlines()
+
+    def after(line: str) -> str:
+        return lines[next(i for i, text in enumerate(lines) if text.endswith(line)) + 1]
+
+    assert after("Agent> :run add_numbers 2 3") == "5"
+    assert after("Agent> :run add_numbers(a=1, b=2)") == "3"
+    assert "error: add_numbers('x', 1) raised TypeError: can only concatenate str" in out
+    assert "error: no saved skill named 'nothing' (see :skills)" in out
+    assert "error: usage: :run <skill> <arguments>" in out
+    assert ":run <skill> <args>" in out  # :help lists it
+
+
+def test_run_fails_a_scripted_session_on_an_error(workspace, server):
+    code, out = session(workspace, [], "--model", MODEL, "-c", ":run nothing 1")
+    assert code == 1 and "error: no saved skill named 'nothing'" in out
+
+
+# -- the MCP server ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("annotation, schema", [
+    ("int", {"type": "integer"}), ("float", {"type": "number"}), ("str", {"type": "string"}),
+    ("bool", {"type": "boolean"}), ("None", {"type": "null"}), ("dict", {"type": "object"}),
+    ("list[int]", {"type": "array", "items": {"type": "integer"}}),
+    ("List[str]", {"type": "array", "items": {"type": "string"}}),
+    ("tuple", {"type": "array"}),
+    ("tuple[int, ...]", {"type": "array", "items": {"type": "integer"}}),
+    ("tuple[int, str]", {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}],
+                         "minItems": 2, "maxItems": 2}),
+    ("dict[str, float]", {"type": "object", "additionalProperties": {"type": "number"}}),
+    ("str | None", {"anyOf": [{"type": "string"}, {"type": "null"}]}),
+    ("Optional[int]", {"anyOf": [{"type": "integer"}, {"type": "null"}]}),
+    ("typing.Optional[list[int]]", {"anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "null"}]}),
+    ("Union[int, str]", {"anyOf": [{"type": "integer"}, {"type": "string"}]}),
+    ("'list[int]'", {"type": "array", "items": {"type": "integer"}}),
+    ("Literal['a', 'b']", {"enum": ["a", "b"]}),
+    ("Any", {}), ("object", {}), ("MyClass", {}), ("int | Any", {}), ("list[Any]", {"type": "array"}),
+])
+def test_annotations_become_json_schema(annotation, schema):
+    import ast
+
+    assert annotation_schema(ast.parse(annotation, mode="eval").body) == schema
+
+
+def test_a_signature_becomes_the_tool_input_schema():
+    shape = skill_shape("scale", SKILLS["scale"][0], None)
+    assert shape is not None and shape.input_schema() == {
+        "type": "object", "additionalProperties": False, "required": ["items"],
+        "properties": {"items": {"type": "array", "items": {"type": "integer"}},
+                       "factor": {"type": "number", "default": 2.0},
+                       "label": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}}}
+    # a signature that does not parse: the module's def says it
+    shape = skill_shape("echo", "echo(x: ", SKILLS["echo"][2])
+    assert shape is not None and shape.input_schema()["required"] == ["x"]
+
+
+def mcp_session(workspace: Path, errlog: Path, work):
+    """Start ``autonomous_agent.py mcp`` with the SDK's stdio client and run ``work(session)``."""
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    async def run():
+        params = StdioServerParameters(command=sys.executable,
+                                       args=[str(ROOT / "autonomous_agent.py"), "mcp", "--workspace", str(workspace)],
+                                       env={"HOME": os.environ["HOME"]}, cwd=str(workspace.parent))
+        with open(errlog, "w") as err:
+            async with stdio_client(params, errlog=err) as (read, write), ClientSession(read, write) as client:
+                await client.initialize()
+                return await work(client)
+
+    return anyio.run(run)
+
+
+def test_mcp_serves_working_skills_as_tools_end_to_end(agent, workspace, tmp_path):
+    agent.memory.upsert_skill("echo", status="untested")  # not served
+    agent.memory.upsert_skill("boom", status="failed")  # not served
+
+    async def work(client):
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+        calls = {}
+        for key, name, arguments in [
+            ("scale", "scale", {"items": [1, 2], "label": "n"}),
+            ("pair", "pair", {"point": [3, 4]}),
+            ("thing", "thing", {}),
+            ("missing", "scale", {}),
+            ("wrong_type", "scale", {"items": ["a"]}),
+            ("unknown", "nothing_here", {}),
+            ("untested", "echo", {"x": 1}),
+            ("blocked", "uses_ctypes", {}),
+            ("no_grant", "net_echo", {"text": "hi"}),
+        ]:
+            calls[key] = await client.call_tool(name, arguments)
+        agent.memory.save_grant("net_echo", "network", Decision.ALWAYS.value)  # as [a]lways in the REPL would
+        calls["granted"] = await client.call_tool("net_echo", {"text": "hi"})
+        return listed, calls
+
+    listed, calls = mcp_session(workspace, tmp_path / "mcp.err", work)
+    assert "echo" not in listed and "boom" not in listed
+    assert {"scale", "pair", "thing", "net_echo", "longest", "sleepy"} <= set(listed)
+    scale = listed["scale"]
+    assert scale.description == f"Scale items.\nSignature: {SKILLS['scale'][0]}"
+    assert scale.input_schema["required"] == ["items"]
+    assert scale.input_schema["properties"]["items"] == {"type": "array", "items": {"type": "integer"}}
+    assert listed["pair"].input_schema["properties"]["point"]["prefixItems"] == [{"type": "integer"}] * 2
+
+    def text(key):
+        result = calls[key]
+        return result.is_error, result.content[0].text
+
+    assert text("scale") == (False, json.dumps({"label": "n", "items": [2.0, 4.0]}))
+    assert text("pair") == (False, "7")  # a JSON array reaches a tuple parameter as a tuple
+    assert text("thing") == (False, "<Thing>")
+    assert text("missing") == (True, "invalid arguments for scale: 'items' is a required property")
+    assert text("wrong_type") == (True, "invalid arguments for scale: items.0: 'a' is not of type 'integer'")
+    assert text("unknown") == (True, "no working skill named 'nothing_here': tools/list shows the skills served")
+    assert text("untested") == (True, "echo is untested: only working skills are served over MCP "
+                                      "(:skills in the REPL shows why)")
+    assert text("blocked")[0] and text("blocked")[1].startswith("uses_ctypes did not run: blocked by gate")
+    assert text("no_grant")[0] and "not approved: network access for skill net_echo" in text("no_grant")[1]
+    assert "approve it in the REPL" in text("no_grant")[1]
+    assert text("granted") == (False, '"HI"')
+    assert "serving" in (tmp_path / "mcp.err").read_text()
+
+
+def test_mcp_writes_nothing_but_the_protocol_to_stdout(agent, workspace):
+    command = [sys.executable, str(ROOT / "autonomous_agent.py"), "mcp", "--workspace", str(workspace),
+               "--model", "embedded"]  # never loaded
+    done = subprocess.run(command, input=b"", capture_output=True, timeout=60, check=False,  # noqa: S603
+                          env={**os.environ, "PYTHONWARNINGS": "default"})
+    assert (done.returncode, done.stdout) == (0, b"")
+    assert b"serving 9 working skills" in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_mcp_settings_errors_are_one_line(workspace, capsys):
+    assert main(["mcp", "--workspace", str(workspace), "--max-iter", "zero"]) == 1
+    assert capsys.readouterr().err.strip() == "error: invalid max_iter 'zero' from --max-iter"
+    with pytest.raises(SystemExit) as caught:
+        main(["mcp", "-c", ":skills"])
+    assert caught.value.code == 2
+    assert "mcp serves tools over stdio: it takes no -c or --resume" in capsys.readouterr().err
