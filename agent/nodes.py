@@ -31,6 +31,19 @@ from agent.state import Category, LoopState, SkillSpec, TestReport
 from safety import SafetyOutcome
 
 RESAMPLES = 2  # extra samples in one iteration when the model repeats a failed version
+# Shown to a completion model above the importable skills: a function built on an earlier one.
+# Without it Gemma 3 270M copied the nearest few-shot body instead of calling the skill imported
+# just above (shout_bang: ' '.join(word.capitalize() ...) -> with it: shout(text) + '!').
+COMPOSE_EXAMPLE = '''def title_case_bang(text: str) -> str:
+    """Capitalize every word, then add an exclamation mark.
+
+    >>> title_case_bang('hello big world')
+    'Hello Big World!'
+    """
+    return title_case(text) + '!'
+
+
+'''
 # Completion models stop when they leave the function body.
 BODY_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\n\n\n", "```", "\n#", "\nprint(")
 
@@ -147,7 +160,7 @@ def _ask_for_code(state: LoopState, spec: SkillSpec, deps: Deps, temp: float) ->
             code = None
         return code, completion
     imports = importable(skills)
-    prompt = prompts.render("write_completion", imports=imports,
+    prompt = prompts.render("write_completion", imports=(COMPOSE_EXAMPLE + imports) if imports else "",
                             stub=stub(spec) + _completion_feedback(state))
     completion = _generate(deps, Request(prompt=prompt, stop=BODY_STOPS, temperature=temp, max_tokens=256),
                            "write")
