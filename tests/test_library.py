@@ -158,3 +158,13 @@ def test_the_prompt_asks_before_replacing_an_incompatible_version(library, works
     assert "Replace the current shout with it" in out and "replaces v1, as you asked" in out
     assert library[0].memory.get_skill("shout")["version"] == 2
     assert library[0].memory.get_skill("shout_bang")["status"] == "broken_dependency"
+
+
+def test_one_ranker_orders_by_bm25_and_breaks_ties_newest_first():
+    from agent.rank import rank, tokens
+
+    assert tokens("json_validator AssertionError") == ["json", "validator", "assertion", "error"]
+    docs = ["parse csv rows", "validate json text", "json json json validate", "unrelated words"]
+    assert rank("validate json", docs) == [2, 1]
+    assert rank("csv", docs, n=1) == [0] and rank("zzz", docs) == [] and rank("", docs) == []
+    assert rank("same", ["same words", "same words"]) == [1, 0]  # equal scores: the later one first
