@@ -24,7 +24,7 @@ from prompt_toolkit.output import Output
 
 from agent.config import build_parser, load_settings
 from agent.core import AutonomousAgent, DirectiveResult
-from agent.errors import AgentError
+from agent.errors import AgentError, start_error
 
 __all__ = ["AutonomousAgent", "DirectiveResult", "main"]
 
@@ -64,11 +64,8 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
         agent = AutonomousAgent(settings=settings, approve=term.ask_approval,
                                 on_event=lambda event: print_event(term, event),
                                 on_token=term.stream, on_call=term.end_stream, on_notice=term.warn)
-    except AgentError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"error: cannot use workspace {err.filename}: {err.strerror}", file=sys.stderr)
+    except (AgentError, OSError) as err:
+        print(start_error(err), file=sys.stderr)
         return 1
     repl = Repl(agent, term)
     term.say(f"Autonomous agent · workspace {agent.workspace}")

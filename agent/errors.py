@@ -43,3 +43,10 @@ class CallRefused(AgentError):
     def __init__(self, message: str, denied: tuple[str, ...] = ()) -> None:
         self.denied = denied
         super().__init__(message)
+
+
+def start_error(err: AgentError | OSError) -> str:
+    """The one line an entry point prints when an agent cannot start on its workspace."""
+    if isinstance(err, OSError) and not isinstance(err, AgentError):
+        return f"error: cannot use workspace {err.filename}: {err.strerror}"
+    return f"error: {err}"

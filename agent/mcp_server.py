@@ -21,7 +21,7 @@ from typing import Any
 
 from agent.config import Settings
 from agent.core import AutonomousAgent, CallResult
-from agent.errors import AgentError, CallRefused
+from agent.errors import AgentError, CallRefused, start_error
 
 SERVER_NAME = "autonomous-agent"
 MAX_MESSAGE_CHARS = 300
@@ -324,11 +324,8 @@ def serve(settings: Settings) -> int:
         sandbox = agent.sandbox
         tools = SkillTools(agent)
         count = len(tools.working())
-    except AgentError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"error: cannot use workspace {err.filename}: {err.strerror}", file=sys.stderr)
+    except (AgentError, OSError) as err:
+        print(start_error(err), file=sys.stderr)
         return 1
     notice(f"serving {count} working skill{'s' if count != 1 else ''} from {agent.workspace} over stdio "
            f"({sandbox.describe()})")

@@ -21,7 +21,7 @@ from safety.approvals import Decision
 from tests.conftest import FakeModel
 from tests.llm_servers import ollama_server  # noqa: F401  (fixture)
 from tests.test_loop import GOOD, PLAN
-from tests.test_repl import MODEL, session
+from tests.test_repl import MODEL, server, session  # noqa: F401  (server is a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -207,14 +207,7 @@ def test_a_bad_run_line_is_one_usage_line(line, message):
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-@pytest.fixture
-def server(ollama_server, monkeypatch):  # noqa: F811
-    server = ollama_server(tags=["qwen2.5-coder:7b"])
-    monkeypatch.setenv("OLLAMA_HOST", server.url)
-    return server
-
-
-def test_run_in_the_repl_prints_the_result_or_one_error_line(workspace, server):
+def test_run_in_the_repl_prints_the_result_or_one_error_line(workspace, server):  # noqa: F811
     server.enqueue(PLAN, GOOD)
     code, out = session(workspace, [":directive Create a skill that adds two numbers", ":run add_numbers 2 3",
                                     ":run add_numbers(a=1, b=2)", ":run add_numbers 'x' 1", ":run nothing 1",
@@ -235,7 +228,7 @@ def test_run_in_the_repl_prints_the_result_or_one_error_line(workspace, server):
     assert ":run <skill> <args>" in out  # :help lists it
 
 
-def test_run_fails_a_scripted_session_on_an_error(workspace, server):
+def test_run_fails_a_scripted_session_on_an_error(workspace, server):  # noqa: F811
     code, out = session(workspace, [], "--model", MODEL, "-c", ":run nothing 1")
     assert code == 1 and "error: no saved skill named 'nothing'" in out
 
