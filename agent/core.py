@@ -330,8 +330,8 @@ class AutonomousAgent:
                                     approvals=self.approvals, timeout=self.settings.timeout,
                                     skills_dir=self.library.skills_dir, extra_block=self.settings.block,
                                     extra_tests=extra_tests,
-                                    dependencies={**self.library.closure(test_source),
-                                                  **self.library.closure(module_source)})
+                                    dependencies=self.library.closure(module_source, test_source,
+                                                                      *(extra_tests or {}).values(), exclude=name))
 
     # -- directives ----------------------------------------------------------------------------
 
@@ -557,10 +557,14 @@ class AutonomousAgent:
         for key in kwargs:
             if not key.isidentifier() or keyword.iskeyword(key):
                 raise AgentError(f"{key!r} is not a parameter name")
-        shown = call_text(name, args, kwargs)
-        if not all(_literal(a) for a in args) or not all(_literal(v) for v in kwargs.values()):
-            raise AgentError(f"cannot call {shown}: {NOT_A_LITERAL}")
-        packed = repr((tuple(args), dict(kwargs)))
+        try:  # an int over Python's 4,300-digit str limit has no repr
+            shown = call_text(name, args, kwargs)
+            if not all(_literal(a) for a in args) or not all(_literal(v) for v in kwargs.values()):
+                raise AgentError(f"cannot call {shown}: {NOT_A_LITERAL}")
+            packed = repr((tuple(args), dict(kwargs)))
+        except ValueError as err:
+            raise AgentError(f"cannot call {name}: an argument cannot be written as a Python literal "
+                             f"({str(err).splitlines()[0][:120]})") from None
         if len(packed) > CALL_ARGUMENT_CHARS:
             raise AgentError(f"cannot call {shown}: the arguments are {len(packed):,} characters as Python "
                              f"literals (at most {CALL_ARGUMENT_CHARS:,})")

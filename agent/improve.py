@@ -10,6 +10,7 @@ version's tests, and those it inherited), so a round that breaks anything keeps 
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from agent.checks import AUTOMATIC_MARK
 from agent.llm.base import Model, Request
 from agent.spec import new_evidence, parse_examples, tests_from_examples
-from agent.state import LoopState, SkillSpec
+from agent.state import Example, LoopState, SkillSpec
 
 LINT_RULES = "E,F,W,B,SIM,UP"  # pycodestyle, pyflakes, bugbear, simplify, pyupgrade
 LINT_IGNORE = "E501,W291,W293"  # line length and trailing blanks: not worth a model round
@@ -83,19 +84,46 @@ def clean_review(text: str, chat: bool) -> str:
     return "\n".join(line[:300] for line in kept) or "none"
 
 
+def split_held_back(tests: str) -> tuple[str, list[Example]]:
+    """The saved tests without their held-back examples, and those examples (call, result), so
+    that they stay out of every prompt and are checked last, as when the skill was made."""
+    try:
+        tree = ast.parse(tests)
+    except (SyntaxError, ValueError):
+        return tests, []
+    lines, held, cut = tests.splitlines(keepends=True), [], []
+    for node in tree.body:
+        if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_held_back_")):
+            continue
+        body = node.body
+        if (len(body) == 2 and isinstance(body[0], ast.Assign) and isinstance(body[1], ast.Assert)
+                and isinstance(body[1].test, ast.Compare) and len(body[1].test.comparators) == 1):
+            call = ast.get_source_segment(tests, body[0].value)
+            result = ast.get_source_segment(tests, body[1].test.comparators[0])
+            if call and result:
+                held.append({"call": call, "result": result})
+                cut.append((node.lineno - 1, node.end_lineno or node.lineno))
+    for start, end in reversed(cut):
+        del lines[start:end]
+    return "".join(lines), held
+
+
 def improvement_spec(skill: dict, tests: str, what: str) -> SkillSpec:
     """The spec a round works to: the skill's signature and description, its current tests
-    (without the automatic checks, which every run adds) and the examples in ``what``."""
+    (without the automatic checks, which every run adds, and with the held-back examples kept
+    back again) and the examples in ``what`` not already among them."""
     name = skill["name"]
-    own = tests.partition(AUTOMATIC_MARK)[0].rstrip()
-    examples = parse_examples(what, name)
+    own, held = split_held_back(tests.partition(AUTOMATIC_MARK)[0])
+    own = own.rstrip()
+    examples = [e for e in parse_examples(what, name)
+                if f"got = {e['call']}\n" not in own and e["call"] not in {h["call"] for h in held}]
     if examples:
         added = tests_from_examples(name, examples, prefix="improve", start=own.count("def test_improve_") + 1)
         own = own + "\n\n\n" + added.split("\n", 2)[2] if own else added
     evidence = {**new_evidence(), **(skill.get("evidence") or {})}
     evidence["user_examples"] += len(examples)
     return {"name": name, "signature": skill["signature"], "description": skill.get("description", ""),
-            "examples": [], "tests": own + "\n" if own else "", "holdout": [], "probes": [],
+            "examples": [], "tests": own + "\n" if own else "", "holdout": held, "probes": [],
             "evidence": evidence}  # type: ignore[typeddict-item]
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ast
 import json
+import re
+from collections.abc import Collection
 from pathlib import Path
 
 from agent.rank import rank
@@ -31,23 +33,35 @@ def skill_document(skill: dict) -> str:
     return f"{skill['name']} {skill.get('signature', '')} {skill.get('description', '')}"
 
 
-def dependencies(source: str) -> list[str]:
-    """The saved skills a module imports (``from skills.x import ...``, ``import skills.x``,
-    ``from skills import x``), in the order first imported; none when it does not parse."""
+SKILL_REFERENCE = re.compile(r"\bskills\.([a-z_][a-z0-9_]{0,63})\b")
+
+
+def dependencies(source: str, saved: Collection[str] = ()) -> list[str]:
+    """The saved skills a module uses, in the order first seen: ``from skills.x import ...``,
+    ``import skills.x``, ``from skills import x``; a top-level import of a name in ``saved`` (the
+    form skills used before the package); and ``skills.x`` inside a string (what
+    ``pytest.importorskip`` or ``mock.patch`` import by name). None when it does not parse."""
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         return []
     found: list[str] = []
     for node in ast.walk(tree):
         names: list[str] = []
         if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            head, _, rest = node.module.partition(".")
             if node.module == "skills":
                 names = [alias.name for alias in node.names]
-            elif node.module.startswith("skills."):
-                names = [node.module.split(".")[1]]
+            elif head == "skills":
+                names = [rest.split(".")[0]]
+            elif head in saved:
+                names = [head]
         elif isinstance(node, ast.Import):
-            names = [a.name.split(".")[1] for a in node.names if a.name.startswith("skills.")]
+            for alias in node.names:
+                head, _, rest = alias.name.partition(".")
+                names += [rest.split(".")[0]] if head == "skills" and rest else [head] if head in saved else []
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "skills." in node.value:
+            names = SKILL_REFERENCE.findall(node.value)
         for name in names:
             try:
                 validate_skill_name(name)
@@ -122,18 +136,29 @@ class SkillLibrary:
             return None
         return safe_read_text(self.workspace, relative)
 
-    def closure(self, source: str) -> dict[str, str]:
-        """The saved skills ``source`` imports, directly or through each other (name -> source)."""
+    def saved(self) -> set[str]:
+        """The names of the skills with a module in ``skills/``."""
+        return {p.stem for p in self.skills_dir.glob("*.py") if p.stem != "__init__"}
+
+    def dependencies(self, source: str) -> list[str]:
+        """The saved skills ``source`` uses (see ``dependencies``)."""
+        return dependencies(source, self.saved())
+
+    def closure(self, *sources: str, exclude: str | None = None) -> dict[str, str]:
+        """The saved skills the ``sources`` use, directly or through each other (name -> source);
+        ``exclude``: the skill under test, whose tests import it by name (its saved version,
+        if the code imports that too, was gated when it was saved, for the same skill's grants)."""
         found: dict[str, str] = {}
-        todo = dependencies(source)
+        saved = self.saved() - {exclude}
+        todo = [name for source in sources for name in dependencies(source, saved)]
         while todo:
             name = todo.pop()
-            if name in found:
+            if name in found or name == exclude:
                 continue
             dep = self.source(name)
             if dep is not None:
                 found[name] = dep
-                todo.extend(dependencies(dep))
+                todo.extend(dependencies(dep, saved))
         return found
 
     @staticmethod

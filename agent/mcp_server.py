@@ -95,8 +95,9 @@ def annotation_schema(node: ast.expr | None, depth: int = 0) -> dict[str, Any]:
     if base == "Annotated":
         return inner[0]
     if base == "Literal":
-        values = [item.value for item in items if isinstance(item, ast.Constant)]
-        return {"enum": values} if len(values) == len(items) else {}
+        values = [item.value for item in items if isinstance(item, ast.Constant)
+                  and (item.value is None or isinstance(item.value, (str, int, float, bool)))]
+        return {"enum": values} if len(values) == len(items) else {}  # JSON values only
     schema = dict(SIMPLE.get(base, {}))
     if base in ARRAYS:
         if inner[0]:
@@ -248,6 +249,8 @@ class SkillTools:
             return _one_line(str(err)), True
         except AgentError as err:
             return _one_line(str(err)), True
+        except (ValueError, TypeError, RecursionError) as err:  # odd input the checks above did not foresee
+            return _one_line(f"invalid arguments for {name}: {type(err).__name__}: {err}"), True
 
     def _call(self, name: str, arguments: dict[str, Any]) -> CallResult:
         import jsonschema

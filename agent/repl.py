@@ -729,9 +729,11 @@ def parse_run(argument: str) -> tuple[str, tuple, dict]:
     rest = rest.strip()
     if not rest:
         return name, (), {}
-    found = _call_arguments(rest)
-    if found is None and (commas := _with_commas(rest)) is not None:
-        found = _call_arguments(commas)
+    # items only whitespace separates are separate arguments ('a' 'b' is two, not 'ab')
+    commas = _with_commas(rest)
+    found = _call_arguments(commas) if commas is not None else None
+    if found is None:
+        found = _call_arguments(rest)
     if found is not None:
         return name, *found
     try:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.library import SkillLibrary, dependencies
+from agent.library import SkillLibrary
 from agent.memory import Memory, now
 from safety import SafetyOutcome
 
+MODEL_MAX, NOTE_MAX = 200, 500  # the schema's limits on a version's model name and note
 Execute = Callable[..., SafetyOutcome]  # (name, module, tests, extra_tests=...) -> gates + sandbox
 
 
@@ -42,7 +43,8 @@ def ensure_versioned(memory: Memory, library: SkillLibrary, name: str) -> dict[s
     module, test = library.version_paths(name, 1)
     record = {"version": 1, "created_at": skill["updated_at"], "origin": "existing", "status": skill["status"],
               "model": None, "path": module, "test_path": test, "iterations": skill["iterations"],
-              "note": "the files found when versions began"}
+              "note": "the files found when versions began", "signature": skill["signature"],
+              "description": skill["description"]}
     if skill.get("evidence"):
         record["evidence"] = skill["evidence"]
     memory.add_version(name, record)
@@ -89,18 +91,24 @@ def keep(memory: Memory, library: SkillLibrary, name: str, code: str, tests: str
     skill = ensure_versioned(memory, library, name)
     previous = current(skill)
     number = max((v["version"] for v in (skill or {}).get("versions") or []), default=0) + 1
-    library.save(name, code, tests, version=number)
     module, test = library.version_paths(name, number)
     inherited = ([previous["version"], *previous.get("inherited", [])] if previous and compatible else [])
     record: dict[str, Any] = {"version": number, "created_at": now(), "origin": origin, "status": status,
-                              "model": model, "path": module, "test_path": test, "iterations": iterations,
-                              "directive_id": directive_id, "note": note[:500],
+                              "model": (model or "")[:MODEL_MAX] or None, "path": module, "test_path": test,
+                              "iterations": iterations, "directive_id": directive_id, "note": note[:NOTE_MAX],
                               "inherited": list(dict.fromkeys(inherited))}
+    for key in ("signature", "description"):
+        if key in fields:
+            record[key] = fields[key]
     if evidence is not None:
         record["evidence"] = evidence
         fields["evidence"] = evidence
+    # the kept copy first, then memory (which validates), and the live files only once memory
+    # took the record: a rejected record leaves skills/ as it was
+    library.keep_version(name, number, code, tests)
     memory.add_version(name, record, status=status, iterations=iterations, path=library.module_path(name),
-                       test_path=library.test_path(name), dependencies=dependencies(code), **fields)
+                       test_path=library.test_path(name), dependencies=library.dependencies(code), **fields)
+    library.save(name, code, tests)
     return number
 
 
@@ -126,9 +134,10 @@ def restore(memory: Memory, library: SkillLibrary, name: str, number: int) -> di
     if record is None or files is None:
         raise LookupError(number)
     library.save(name, *files)
-    fields: dict[str, Any] = {"version": number, "dependencies": dependencies(files[0])}
-    if record.get("evidence"):
-        fields["evidence"] = record["evidence"]
+    fields: dict[str, Any] = {"version": number, "dependencies": library.dependencies(files[0])}
+    for key in ("evidence", "signature", "description"):
+        if record.get(key):
+            fields[key] = record[key]
     memory.upsert_skill(name, **fields)
     return record
 

@@ -125,6 +125,7 @@ MODULE_ALIASES = {"posix": "os", "nt": "os", "_os": "os", "_signal": "signal"}
 
 # dotted call or attribute -> (tier, need, why); names go through MODULE_ALIASES first
 CALL_RULES: dict[str, tuple[Tier, str | None, str]] = {
+    "pytest.importorskip": (B, None, "imports a module named in a string"),
     "os.system": (B, None, "runs a shell"), "os.popen": (B, None, "runs a shell"),
     "os.fork": (B, None, "forks"), "os.forkpty": (B, None, "forks"),
     "os.kill": (B, None, "signals other processes"), "os.killpg": (B, None, "signals groups"),

@@ -176,6 +176,8 @@ def test_a_tier_two_need_is_asked_then_granted_or_denied(workspace):
     ("add 2 3", ("add", (2, 3), {})),
     ("add(2, 3)", ("add", (2, 3), {})),
     ("add 2, 3", ("add", (2, 3), {})),
+    ("join 'a' 'b'", ("join", ("a", "b"), {})),  # two strings, not Python's 'ab'
+    ("add 1 +2j", ("add", (1, 2j), {})),
     ("f [1, 2] key='x'", ("f", ([1, 2],), {"key": "x"})),
     ("add -1 2", ("add", (-1, 2), {})),
     ("f (1, 2)", ("f", ((1, 2),), {})),
@@ -251,6 +253,7 @@ def test_run_fails_a_scripted_session_on_an_error(workspace, server):  # noqa: F
     ("Union[int, str]", {"anyOf": [{"type": "integer"}, {"type": "string"}]}),
     ("'list[int]'", {"type": "array", "items": {"type": "integer"}}),
     ("Literal['a', 'b']", {"enum": ["a", "b"]}),
+    ("Literal[b'a', b'b']", {}),  # not JSON values: no enum a client could satisfy
     ("Any", {}), ("object", {}), ("MyClass", {}), ("int | Any", {}), ("list[Any]", {"type": "array"}),
 ])
 def test_annotations_become_json_schema(annotation, schema):

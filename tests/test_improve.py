@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import AgentError
-from agent.improve import lint
+from agent.improve import improvement_spec, lint
 from tests.conftest import FakeModel
 from tests.llm_servers import ollama_server  # noqa: F401  (fixture)
 from tests.test_library import SHOUT
@@ -96,3 +96,25 @@ def test_a_chat_model_sees_the_code_the_lint_and_the_review(workspace, server): 
     assert "This is the current version of the module" in write and "import os" in write
     assert "ruff: F401 1:8 `os` imported but unused" in write and "Remove the unused import os." in write
     assert "import os" not in (workspace / "skills" / "shout.py").read_text()
+
+
+def test_held_back_examples_stay_out_of_the_prompt_and_examples_count_once(workspace):
+    model = FakeModel(["    return text.upper()\n"], chat=False)
+    agent = make_agent(workspace, model, max_iter=2)
+    goal = "Create a skill `shout(text: str) -> str`, e.g. shout('a') == 'A', shout('b') == 'B', shout('zz') == 'ZZ'"
+    assert agent.run(goal).status == "working"
+    evidence = agent.memory.get_skill("shout")["evidence"]
+    held = evidence["held_back"]
+    assert held == 1
+    model.enqueue("none", "    return text.upper() + ''\n", "none", "    return str(text).upper()\n")
+    rounds = agent.improve("shout", "shout('q') == 'Q'", rounds=2)
+    assert [r.version for r in rounds] == [2, 3]
+    writes = [r.prompt for r in model.history if "Code review" not in r.prompt][-2:]
+    kept_back = next(c for c in ("shout('a')", "shout('b')", "shout('zz')") if c not in model.history[0].prompt)
+    assert all(kept_back not in prompt for prompt in writes)
+    after = agent.memory.get_skill("shout")["evidence"]
+    assert after["held_back"] == held and after["user_examples"] == evidence["user_examples"] + 1
+    tests = (workspace / "skills" / "tests" / "test_shout.py").read_text()
+    assert tests.count("got = shout('q')") == 1 and tests.count(f"got = {kept_back}") == 1
+    spec = improvement_spec(agent.memory.get_skill("shout"), tests, "")  # what a chat model is shown
+    assert kept_back not in spec["tests"] and [h["call"] for h in spec["holdout"]] == [kept_back]

@@ -168,3 +168,74 @@ def test_one_ranker_orders_by_bm25_and_breaks_ties_newest_first():
     assert rank("validate json", docs) == [2, 1]
     assert rank("csv", docs, n=1) == [0] and rank("zzz", docs) == [] and rank("", docs) == []
     assert rank("same", ["same words", "same words"]) == [1, 0]  # equal scores: the later one first
+
+
+@pytest.mark.parametrize("how", [
+    "from runner import runner",  # the form skills used before the package
+    "import skills.runner as r",
+    "from skills import runner",
+])
+def test_every_way_to_import_a_saved_skill_is_gated(library, workspace, how):
+    """What a run imports is gated with it, however it is imported; a string naming a skill
+    (pytest.importorskip, mock.patch) counts as an import too, and importorskip itself is blocked."""
+    agent, _ = library
+    (workspace / "skills" / "runner.py").write_text(
+        "import subprocess\n\n\ndef runner() -> str:\n    return subprocess.run(['id'], capture_output=True).stdout\n")
+    asked = []
+    agent.approvals.ask = lambda request: asked.append(request.need) or Decision.DENY
+    code = f"{how}\n\n\ndef user() -> int:\n    return 1\n"
+    outcome = agent.execute("user", code, "from user import user\n\ndef test_x():\n    assert user() == 1\n")
+    assert outcome.blocked and asked == ["shell"], outcome.reason
+
+
+def test_a_skill_named_in_a_string_is_a_dependency_and_importorskip_is_blocked(library, workspace):
+    from agent.library import dependencies
+
+    assert dependencies("import x\nt = 'skills.shout.upper'\n") == ["shout"]
+    assert dependencies("from shout import shout\n", {"shout"}) == ["shout"]
+    assert dependencies("from shout import shout\n") == []
+    agent, _ = library
+    tests = "import pytest\n\ndef test_x():\n    pytest.importorskip('skills.shout')\n"
+    outcome = agent.execute("user", "def user() -> int:\n    return 1\n", tests)
+    assert outcome.blocked and "pytest.importorskip" in (outcome.reason or "")
+
+
+def test_a_long_model_name_is_clipped_and_a_rejected_record_leaves_the_files(library, workspace):
+    long_name = "gguf:/" + "deep/" * 60 + "model.gguf"
+    agent = make_agent(workspace, FakeModel(["    return ''.join(c.upper() for c in text)\n"], chat=False,
+                                            name=long_name))
+    assert agent.run(SHOUT).status == "working"
+    record = agent.memory.get_skill("shout")["versions"][-1]
+    assert record["version"] == 2 and len(record["model"]) == 200
+    before = (workspace / "skills" / "shout.py").read_text()
+    from agent import versions
+
+    with pytest.raises(ValueError):  # memory refuses the record (status not in the schema)
+        versions.keep(agent.memory, agent.library, "shout", "def shout(text: str) -> str:\n    return text\n",
+                      "", origin="directive", status="great", model=None)
+    assert (workspace / "skills" / "shout.py").read_text() == before
+
+
+def test_rollback_restores_the_signature_and_description(library, workspace):
+    agent, model = library
+    goal = "Create a skill `shout(text: str, times: int) -> str` that repeats it loud, e.g. shout('a', 2) == 'AA'"
+    model.enqueue("    return text.upper() * times\n")
+    assert agent.run(goal, replace=True).status == "working"
+    assert agent.memory.get_skill("shout")["signature"] == "shout(text: str, times: int) -> str"
+    agent.rollback("shout", 1)
+    skill = agent.memory.get_skill("shout")
+    assert skill["signature"] == "shout(text: str) -> str" and skill["version"] == 1
+
+
+@pytest.mark.parametrize("name", ["__init__", "__main__", "skills", "conftest"])
+def test_reserved_names_are_refused(name):
+    from safety.paths import InvalidSkillName, validate_skill_name
+
+    with pytest.raises(InvalidSkillName, match="reserved"):
+        validate_skill_name(name)
+
+
+def test_an_argument_without_a_repr_is_one_line(library):
+    with pytest.raises(AgentError, match="cannot be written as a Python literal") as caught:
+        library[0].call("shout", 10 ** 5000)
+    assert "\n" not in str(caught.value)
