@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sqlite3
 
 import pytest
 
+from agent.analysis import headline
+from agent.config import Settings
 from agent.core import AutonomousAgent
 from agent.errors import AgentError, ModelUnavailable
 from tests.conftest import FakeModel
@@ -221,3 +225,55 @@ def test_an_obfuscated_escape_that_passes_the_gates_is_contained(workspace, tmp_
     failure = agent.memory.read()["failures"][-1]
     assert failure["category"] == "crash"
     assert re.search("FileNotFoundError|PermissionError|Read-only file system", failure["error"]), failure
+
+
+# -- past fixes: a failure's fix is recorded when its directive passes, and shown to later fix prompts
+
+FLOAT_PLAN = json.dumps({
+    "name": "add_floats", "signature": "add_floats(a: float, b: float) -> float",
+    "description": "Add two floats.", "examples": [],
+    "tests": "from add_floats import add_floats\n\ndef test_add():\n    assert add_floats(2.0, 2.0) == 4.0\n"})
+FLOAT_WRONG = "```python\ndef add_floats(a: float, b: float) -> float:\n    return a - b\n```"
+FLOAT_GOOD = "```python\ndef add_floats(a: float, b: float) -> float:\n    return a + b\n```"
+FIXED_BEFORE = "Similar failures were fixed before"
+
+
+@pytest.mark.parametrize("past_fixes", [True, False])
+def test_a_failure_s_fix_is_recorded_and_shown_when_a_later_directive_fails_alike(workspace, past_fixes):
+    model = FakeModel([PLAN, WRONG, GOOD, FLOAT_PLAN, FLOAT_WRONG, FLOAT_GOOD])
+    agent = make_agent(workspace, model, settings=Settings(past_fixes=past_fixes))
+    assert agent.run("Create a skill that adds two numbers").iterations == 2
+    (failure,) = agent.memory.read()["failures"]
+    assert failure["fix"].startswith("--- failed\n+++ passed\n@@")
+    assert "-    return a - b\n+    \"\"\"Add two integers." in failure["fix"] and "+    return a + b" in failure["fix"]
+    with contextlib.closing(sqlite3.connect(workspace / "history" / "history.sqlite")) as conn:
+        assert conn.execute("SELECT seq, fix FROM failures").fetchall() == [(1, failure["fix"])]
+
+    assert agent.run("Create a skill that adds two floats").iterations == 2
+    prompts = model.prompts()
+    assert FIXED_BEFORE not in prompts[4]  # its first version: nothing has failed yet
+    retry = prompts[5]
+    assert "failed with failed_assertion" in retry and "return a - b" in retry
+    if past_fixes:
+        assert f"- add_numbers (failed_assertion): {headline(failure['error'])}" in retry
+        assert f"```diff\n{failure['fix']}\n```" in retry
+    else:
+        assert FIXED_BEFORE not in retry and failure["fix"] not in retry
+    fixes = [f["fix"] for f in agent.memory.read()["failures"]]
+    assert fixes[1] == "--- failed\n+++ passed\n@@ -1,2 +1,2 @@\n def add_floats(a: float, b: float) -> float:\n" \
+                       "-    return a - b\n+    return a + b"
+
+
+def test_a_completion_model_s_fix_comment_shows_the_lines_a_similar_fix_added(workspace):
+    model = FakeModel(["    return len(text)\n", "    return text.count('a')\n",
+                       "    return len(text)\n", "    return text.count('b')\n"], chat=False)
+    agent = make_agent(workspace, model)
+    first = agent.run("Create a skill `count_as(text: str) -> int` that counts the letter a, "
+                      "e.g. count_as('banana') == 3")
+    second = agent.run("Create a skill `count_bs(text: str) -> int` that counts the letter b, "
+                       "e.g. count_bs('bob') == 2")
+    assert (first.iterations, second.iterations) == (2, 2)
+    retry = model.history[-1].prompt
+    assert ("    # The last version was wrong: count_bs('bob') returned 3, expected 2\n"
+            "    # A similar error in count_as was fixed by writing:\n"
+            "    #     return text.count('a')\n") in retry
