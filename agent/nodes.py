@@ -145,7 +145,7 @@ def write(state: LoopState, deps: Deps) -> dict:
 def _ask_for_code(state: LoopState, spec: SkillSpec, deps: Deps, temp: float) -> tuple[str | None, Completion]:
     """One request for the module, in the style the model takes (chat or completion)."""
     temp = round(min(temp, 1.5), 2)
-    skills = deps.library.relevant(state["goal"], deps.memory.read()["skills"])
+    skills = deps.library.relevant(state["goal"], deps.memory.read()["skills"], exclude=spec["name"])
     if deps.model.chat:
         fixes = past_fixes(state, spec, deps, PAST_FIXES)
         completion = _generate(deps, Request(messages=_write_messages(state, spec, skills, fixes),

@@ -277,3 +277,10 @@ def test_a_completion_model_s_fix_comment_shows_the_lines_a_similar_fix_added(wo
     assert ("    # The last version was wrong: count_bs('bob') returned 3, expected 2\n"
             "    # A similar error in count_as was fixed by writing:\n"
             "    #     return text.count('a')\n") in retry
+
+
+def test_a_skill_made_again_is_not_offered_to_itself_as_an_import(workspace):
+    model = FakeModel([PLAN, GOOD, PLAN, GOOD])
+    agent = make_agent(workspace, model)
+    assert [agent.run("Create a skill that adds two numbers").status for _ in range(2)] == ["working", "working"]
+    assert "Existing skills you may import" not in model.prompts()[3]  # itself: a circular import
