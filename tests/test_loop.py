@@ -9,6 +9,7 @@ import sqlite3
 
 import pytest
 
+from agent import planner
 from agent.analysis import headline
 from agent.config import Settings
 from agent.core import AutonomousAgent
@@ -284,3 +285,14 @@ def test_a_skill_made_again_is_not_offered_to_itself_as_an_import(workspace):
     agent = make_agent(workspace, model)
     assert [agent.run("Create a skill that adds two numbers").status for _ in range(2)] == ["working", "working"]
     assert "Existing skills you may import" not in model.prompts()[3]  # itself: a circular import
+
+
+def test_a_plan_prompt_shows_a_similar_past_failure_with_its_fix():
+    model = FakeModel([PLAN])
+    failure = {"skill": "add_numbers", "category": "failed_assertion", "error": "assert 0 == 4",
+               "fix": "--- failed\n+++ passed\n@@ -1,2 +1,2 @@\n-    return a - b\n+    return a + b"}
+    spec = planner.plan_chat("Create a skill that adds two numbers", None,
+                             lambda request, phase: model.generate(request), skills=[], failures=[failure])
+    assert spec is not None
+    assert ("- add_numbers: failed_assertion: assert 0 == 4\n  fixed by:\n```diff\n--- failed\n+++ passed\n"
+            "@@ -1,2 +1,2 @@\n-    return a - b\n+    return a + b\n```") in model.prompts()[0]
