@@ -25,6 +25,7 @@ ENV_VARS = {
     "model_timeout": "AGENT_MODEL_TIMEOUT",
     "ollama_host": "OLLAMA_HOST",
     "sandbox": "AGENT_SANDBOX",
+    "past_fixes": "AGENT_PAST_FIXES",
 }
 DEFAULT_CONFIG_NAME = "agent.toml"
 MAX_CONFIG_BYTES = 256 * 1024
@@ -44,6 +45,9 @@ class Settings:
     yes: bool = False  # auto-approve tier-2 needs (never tier 3)
     block: tuple[str, ...] = ()  # [safety] block: custom tier-3 gate rules (dotted names, "re:<regex>")
     allow_unsandboxed: bool = False  # run generated code at the rlimits level (no sandbox works): opt-in only
+    # a fix prompt shows similar past failures and the diffs that fixed them: True, False, or None
+    # (auto): chat models only, since on the embedded completion model they raised iterations
+    past_fixes: bool | None = None
 
 
 # Settings read from the [safety] table of the config file (and only from there).
@@ -114,7 +118,7 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
     if name == "block":
         return _block_rules(value, origin)
     try:
-        if isinstance(value, bool) and name not in ("yes", "allow_unsandboxed"):
+        if isinstance(value, bool) and name not in ("yes", "allow_unsandboxed", "past_fixes"):
             raise ValueError  # TOML's true is no number, model or path
         if name == "workspace":
             return Path(_text(value, utf8=False)).expanduser()
@@ -142,10 +146,12 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             if not isinstance(value, bool):
                 raise ValueError
             return value
-        if name == "yes":
+        if name in ("yes", "past_fixes"):
             if isinstance(value, bool):
                 return value
             answer = str(value).strip().lower()
+            if name == "past_fixes" and answer == "auto":
+                return None
             if answer not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
                 raise ValueError
             return answer in {"1", "true", "yes", "on"}
@@ -214,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A local, skill-learning coding agent. Starts an interactive prompt.",
         epilog="Each flag can also come from an environment variable (AGENT_MODEL, AGENT_WORKSPACE, "
         "AGENT_MAX_ITER, AGENT_TIMEOUT, AGENT_MODEL_TIMEOUT, OLLAMA_HOST, AGENT_SANDBOX) or agent.toml; flags win. "
+        "AGENT_PAST_FIXES=on|off|auto (past_fixes in agent.toml; auto, the default: chat models only) says whether "
+        "fix prompts show similar past failures' fixes. "
         "When stdin is a file or pipe, its lines run as if typed (answers to questions included). "
         "Exit status: 0 on success; 1 when a -c line or a line from a file or pipe failed (an unknown "
         "command, a usage error, a directive that did not end working) or a setting is invalid; 2 for a "

@@ -189,7 +189,8 @@ class _Run:
 
         agent = self.agent
         deps = Deps(model=agent.model, execute=self.execute, memory=agent.memory, library=agent.library,
-                    emit=self.emit, on_token=agent.on_token, on_call=self.on_call)
+                    emit=self.emit, on_token=agent.on_token, on_call=self.on_call,
+                    past_fixes=agent.settings.past_fixes)
         final = build_graph(deps, checkpointer=agent.checkpointer).invoke(
             state, config=self.config(state["max_iterations"] if state else None), durability="sync")
         self.tokens = final.get("tokens", self.tokens)

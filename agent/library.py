@@ -162,9 +162,10 @@ class SkillLibrary:
         return found
 
     @staticmethod
-    def relevant(goal: str, skills: list[dict], n: int = 3) -> list[dict]:
-        """The ``n`` working skills most relevant to ``goal`` (BM25), best first; none if no overlap."""
-        working = [s for s in skills if s.get("status") == "working"]
+    def relevant(goal: str, skills: list[dict], n: int = 3, *, exclude: str | None = None) -> list[dict]:
+        """The ``n`` working skills most relevant to ``goal`` (BM25), best first; none if no overlap.
+        ``exclude``: the skill being written (importing itself would be a circular import)."""
+        working = [s for s in skills if s.get("status") == "working" and s["name"] != exclude]
         found = rank(goal, [skill_document(s) for s in working], n)
         return json.loads(json.dumps([working[i] for i in found]))  # copies: memory's document is not for changing
 

@@ -44,6 +44,9 @@ COMPOSE_EXAMPLE = '''def title_case_bang(text: str) -> str:
 
 
 '''
+PAST_FIXES = 3  # similar past failures (with the change that fixed them) a chat model's fix prompt shows
+FIX_LINES = 3  # lines of the most similar past fix a completion model's fix comment shows
+NOT_CODE = ("#", '"""', "'''", ">>>")  # added lines of a fix that a completion model is not shown
 # Completion models stop when they leave the function body.
 BODY_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\n\n\n", "```", "\n#", "\nprint(")
 
@@ -71,6 +74,7 @@ class Deps:
     emit: Callable[[Event], None] = lambda event: None
     on_token: TokenCallback | None = None
     on_call: Callable[[str, Request, Completion], None] = lambda phase, request, completion: None
+    past_fixes: bool | None = None  # fix prompts show similar past failures' fixes (None: chat models only)
 
 
 def temperature(iteration: int) -> float:
@@ -102,9 +106,12 @@ def plan(state: LoopState, deps: Deps) -> dict:
 
     name = planner.requested_name(state["goal"], state.get("skill_name"))
     if deps.model.chat:
+        failures = deps.memory.similar_failures(state["goal"], n=3)
+        if deps.past_fixes is False:
+            failures = [{k: v for k, v in f.items() if k != "fix"} for f in failures]
         spec = planner.plan_chat(state["goal"], name, generate,
                                  skills=deps.library.relevant(state["goal"], deps.memory.read()["skills"]),
-                                 failures=deps.memory.similar_failures(state["goal"], n=3))
+                                 failures=failures)
     else:
         spec = planner.plan_completion(state["goal"], name, generate)
     tokens = state.get("tokens", 0) + spent[0]
@@ -151,42 +158,94 @@ def write(state: LoopState, deps: Deps) -> dict:
 def _ask_for_code(state: LoopState, spec: SkillSpec, deps: Deps, temp: float) -> tuple[str | None, Completion]:
     """One request for the module, in the style the model takes (chat or completion)."""
     temp = round(min(temp, 1.5), 2)
-    skills = deps.library.relevant(state["goal"], deps.memory.read()["skills"])
+    skills = deps.library.relevant(state["goal"], deps.memory.read()["skills"], exclude=spec["name"])
     if deps.model.chat:
-        completion = _generate(deps, Request(messages=_write_messages(state, spec, skills), temperature=temp,
-                                             max_tokens=2048), "write")
+        fixes = past_fixes(state, spec, deps, PAST_FIXES)
+        completion = _generate(deps, Request(messages=_write_messages(state, spec, skills, fixes),
+                                             temperature=temp, max_tokens=2048), "write")
         code = extract_code(completion.text)
         if code is not None and f"def {spec['name']}(" not in code:
             code = None
         return code, completion
     imports = importable(skills)
     prompt = prompts.render("write_completion", imports=(COMPOSE_EXAMPLE + imports) if imports else "",
-                            stub=stub(spec) + _completion_feedback(state))
+                            stub=stub(spec) + _completion_feedback(state, past_fixes(state, spec, deps, 1)))
     completion = _generate(deps, Request(prompt=prompt, stop=BODY_STOPS, temperature=temp, max_tokens=256),
                            "write")
     return complete_module(spec, completion.text, imports=imports), completion
 
 
-def _completion_feedback(state: LoopState) -> str:
-    """What the last version got wrong, as a comment a completion model reads before the body."""
+def _failed(state: LoopState) -> bool:
+    """Whether the last version ran and failed (what a fix prompt is about)."""
     report = state.get("report")
-    if not report or report["ok"] or not state.get("code") or report["category"] in ("no_code", "blocked"):
+    return bool(report and not report["ok"] and state.get("code")
+                and report["category"] not in ("no_code", "blocked"))
+
+
+def past_fixes(state: LoopState, spec: SkillSpec, deps: Deps, n: int) -> list[dict]:
+    """Up to ``n`` past failures most like the current one (its error, the skill's name and
+    signature; BM25) that carry the change that fixed them, one per directive; none when the
+    last version did not fail, or past fixes are off (``deps.past_fixes``; None: chat models only)."""
+    report = state.get("report")
+    enabled = deps.model.chat if deps.past_fixes is None else deps.past_fixes
+    if not enabled or not _failed(state) or report is None:
+        return []
+    return deps.memory.similar_failures(f"{spec['name']} {spec['signature']} {report['error']}", n=n, fixed=True)
+
+
+def _completion_feedback(state: LoopState, fixes: list[dict] | None = None) -> str:
+    """What the last version got wrong, as a comment a completion model reads before the body,
+    then the code lines the most similar past fix added, if any (a small model's prompt has
+    little room: no diff, no old error)."""
+    report = state.get("report")
+    if not _failed(state) or report is None:  # before the first failure of :improve: its notes
         notes = (state.get("notes") or "").splitlines() if state.get("base_code") else []
         return "".join(f"    # To improve: {line[:150]}\n" for line in notes[:3])
-    return f"    # The last version was wrong: {headline(report['error'])[:150]}\n"
+    comment = f"    # The last version was wrong: {headline(report['error'])[:150]}\n"
+    added = fix_lines(fixes[0]["fix"], FIX_LINES) if fixes else []
+    if added:
+        comment += (f"    # A similar error in {fixes[0]['skill'] or 'another skill'} was fixed by writing:\n"
+                    + "".join(f"    #     {line}\n" for line in added))
+    return comment
+
+
+def fix_lines(fix: str, n: int) -> list[str]:
+    """The first ``n`` code lines a fix (a unified diff) added: no docstring, comment or blank lines."""
+    lines: list[str] = []
+    for line in fix.splitlines():
+        code = line[1:].rstrip()
+        code = code[4:] if code.startswith("    ") else code  # indented as in the function body
+        if line.startswith("+") and not line.startswith("+++") and code.strip() \
+                and not code.lstrip().startswith(NOT_CODE):
+            lines.append(code[:100])
+            if len(lines) == n:
+                break
+    return lines
+
+
+def describe_fixes(failures: list[dict]) -> str:
+    """The prompt fragment showing similar past failures and the diffs that fixed them ("" if none)."""
+    if not failures:
+        return ""
+    parts = ["Similar failures were fixed before; each one's error and the change that fixed it:"]
+    for failure in failures:
+        parts.append(f"- {failure['skill'] or 'a skill'} ({failure['category']}): "
+                     f"{headline(failure['error'])[:200]}\n```diff\n{failure['fix'].rstrip()}\n```")
+    return "\n".join(parts) + "\n\n"
 
 
 def digest(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()[:16]
 
 
-def _write_messages(state: LoopState, spec: SkillSpec, skills: list[dict]) -> list[dict[str, str]]:
+def _write_messages(state: LoopState, spec: SkillSpec, skills: list[dict],
+                    fixes: list[dict] | None = None) -> list[dict[str, str]]:
     report = state.get("report")
     feedback = ""
     if report and not report["ok"] and state.get("code"):
         feedback = prompts.render("feedback", iteration=state.get("iteration", 0),
                                   category=report["category"], error=report["error"],
-                                  code=state["code"].rstrip())
+                                  code=state["code"].rstrip(), past_fixes=describe_fixes(fixes or []))
     elif report and report["category"] == "no_code":
         feedback = "Your previous reply had no usable ```python block. Reply with the whole module."
     if state.get("base_code") and not feedback:
@@ -302,6 +361,8 @@ def save(state: LoopState, deps: Deps) -> dict:
     evidence = {**spec["evidence"], "property_cases": PROPERTY_CASES if property_ready(spec["signature"]) else 0}
     spec = {**spec, "evidence": evidence}
     progress = (state["iteration"], state["max_iterations"])
+    if state.get("directive_id"):  # the change that resolved this directive's failures, for later fix prompts
+        deps.memory.record_fixes(state["directive_id"], state["code"])
     problem = versions.incompatibility(deps.memory, deps.library, deps.execute, spec["name"], state["code"])
     if problem is not None:
         deps.emit(Event("SAVE", f"not kept: {problem}", *progress))
@@ -313,5 +374,5 @@ def save(state: LoopState, deps: Deps) -> dict:
     return {"spec": spec}
 
 
-__all__ = ["Deps", "Event", "analyze", "plan", "route_after_analyze", "route_after_plan", "run_tests",
-           "save", "temperature", "write"]
+__all__ = ["Deps", "Event", "analyze", "describe_fixes", "past_fixes", "plan", "route_after_analyze",
+           "route_after_plan", "run_tests", "save", "temperature", "write"]

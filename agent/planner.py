@@ -78,7 +78,7 @@ def plan_chat(goal: str, name: str | None, generate: Generate, *, skills: list[d
         name_hint=f"The function must be named {name}." if name else "",
         skills=describe_skills(skills),
         past_failures=("Mistakes made before on similar goals:\n" + "\n".join(
-            f"- {f['skill']}: {f['category']}: {f['error'][:200]}" for f in failures)) if failures else "")
+            _mistake(f) for f in failures)) if failures else "")
     messages = [{"role": "system", "content": prompts.render("plan_system")},
                 {"role": "user", "content": user}]
     spec = None
@@ -96,6 +96,20 @@ def plan_chat(goal: str, name: str | None, generate: Generate, *, skills: list[d
     if not spec["tests"]:  # nothing vouches for any result: ask the user about plain calls
         spec["probes"] = typical_calls(spec)
     return spec
+
+
+PLAN_FIX_MAX = 600  # of a past failure's fix shown in a plan prompt
+
+
+def _mistake(failure: dict) -> str:
+    """A past failure as a plan prompt shows it: skill, category, error and, when its directive
+    passed in the end, the start of the change that fixed it."""
+    line = f"- {failure['skill']}: {failure['category']}: {failure['error'][:200]}"
+    fix = failure.get("fix")
+    if fix:
+        shown = fix if len(fix) <= PLAN_FIX_MAX else fix[:PLAN_FIX_MAX].rsplit("\n", 1)[0] + "\n..."
+        line += f"\n  fixed by:\n```diff\n{shown}\n```"
+    return line
 
 
 def _ask_for_tests(spec: SkillSpec, generate: Generate) -> SkillSpec:

@@ -225,3 +225,16 @@ def test_a_config_path_that_is_a_pipe_does_not_block(tmp_path):
 def test_good_values_pass(tmp_path, monkeypatch, flags, field, value):
     monkeypatch.chdir(tmp_path)
     assert getattr(load_settings(flags, env={}), field) == value
+
+
+def test_past_fixes_can_be_turned_off_from_the_environment_or_toml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(env={}).past_fixes is None  # auto: chat models only
+    assert load_settings(env={"AGENT_PAST_FIXES": "off"}).past_fixes is False
+    assert load_settings(env={"AGENT_PAST_FIXES": "on"}).past_fixes is True
+    assert load_settings(env={"AGENT_PAST_FIXES": "Auto"}).past_fixes is None
+    path = tmp_path / "agent.toml"
+    path.write_text("[agent]\npast_fixes = false\n")
+    assert load_settings(env={}, config_path=path).past_fixes is False
+    with pytest.raises(ConfigError, match=r"^invalid past_fixes 'maybe' from \$AGENT_PAST_FIXES$"):
+        load_settings(env={"AGENT_PAST_FIXES": "maybe"})

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sqlite3
 
 import pytest
 
+from agent import planner
+from agent.analysis import headline
+from agent.config import Settings
 from agent.core import AutonomousAgent
 from agent.errors import AgentError, ModelUnavailable
 from tests.conftest import FakeModel
@@ -221,3 +226,76 @@ def test_an_obfuscated_escape_that_passes_the_gates_is_contained(workspace, tmp_
     failure = agent.memory.read()["failures"][-1]
     assert failure["category"] == "crash"
     assert re.search("FileNotFoundError|PermissionError|Read-only file system", failure["error"]), failure
+
+
+# -- past fixes: a failure's fix is recorded when its directive passes, and shown to later fix prompts
+
+FLOAT_PLAN = json.dumps({
+    "name": "add_floats", "signature": "add_floats(a: float, b: float) -> float",
+    "description": "Add two floats.", "examples": [],
+    "tests": "from add_floats import add_floats\n\ndef test_add():\n    assert add_floats(2.0, 2.0) == 4.0\n"})
+FLOAT_WRONG = "```python\ndef add_floats(a: float, b: float) -> float:\n    return a - b\n```"
+FLOAT_GOOD = "```python\ndef add_floats(a: float, b: float) -> float:\n    return a + b\n```"
+FIXED_BEFORE = "Similar failures were fixed before"
+
+
+@pytest.mark.parametrize("past_fixes", [True, False])
+def test_a_failure_s_fix_is_recorded_and_shown_when_a_later_directive_fails_alike(workspace, past_fixes):
+    model = FakeModel([PLAN, WRONG, GOOD, FLOAT_PLAN, FLOAT_WRONG, FLOAT_GOOD])
+    agent = make_agent(workspace, model, settings=Settings(past_fixes=past_fixes))
+    assert agent.run("Create a skill that adds two numbers").iterations == 2
+    (failure,) = agent.memory.read()["failures"]
+    assert failure["fix"].startswith("--- failed\n+++ passed\n@@")
+    assert "-    return a - b\n+    \"\"\"Add two integers." in failure["fix"] and "+    return a + b" in failure["fix"]
+    with contextlib.closing(sqlite3.connect(workspace / "history" / "history.sqlite")) as conn:
+        assert conn.execute("SELECT seq, fix FROM failures").fetchall() == [(1, failure["fix"])]
+
+    assert agent.run("Create a skill that adds two floats").iterations == 2
+    prompts = model.prompts()
+    assert FIXED_BEFORE not in prompts[4]  # its first version: nothing has failed yet
+    retry = prompts[5]
+    assert "failed with failed_assertion" in retry and "return a - b" in retry
+    if past_fixes:
+        assert f"- add_numbers (failed_assertion): {headline(failure['error'])}" in retry
+        assert f"```diff\n{failure['fix']}\n```" in retry
+    else:
+        assert FIXED_BEFORE not in retry and failure["fix"] not in retry
+    fixes = [f["fix"] for f in agent.memory.read()["failures"]]
+    assert fixes[1] == "--- failed\n+++ passed\n@@ -1,2 +1,2 @@\n def add_floats(a: float, b: float) -> float:\n" \
+                       "-    return a - b\n+    return a + b"
+
+
+@pytest.mark.parametrize("past_fixes", [True, None])
+def test_a_completion_model_s_fix_comment_shows_the_lines_a_similar_fix_added(workspace, past_fixes):
+    """Only when asked: by default (None, auto) a completion model is not shown past fixes,
+    which raised iterations on the embedded model (bench/bench_fixes.py)."""
+    model = FakeModel(["    return len(text)\n", "    return text.count('a')\n",
+                       "    return len(text)\n", "    return text.count('b')\n"], chat=False)
+    agent = make_agent(workspace, model, settings=Settings(past_fixes=past_fixes))
+    first = agent.run("Create a skill `count_as(text: str) -> int` that counts the letter a, "
+                      "e.g. count_as('banana') == 3")
+    second = agent.run("Create a skill `count_bs(text: str) -> int` that counts the letter b, "
+                       "e.g. count_bs('bob') == 2")
+    assert (first.iterations, second.iterations) == (2, 2)
+    retry = model.history[-1].prompt
+    assert "    # The last version was wrong: count_bs('bob') returned 3, expected 2\n" in retry
+    assert ("    # A similar error in count_as was fixed by writing:\n"
+            "    #     return text.count('a')\n" in retry) is bool(past_fixes)
+
+
+def test_a_skill_made_again_is_not_offered_to_itself_as_an_import(workspace):
+    model = FakeModel([PLAN, GOOD, PLAN, GOOD])
+    agent = make_agent(workspace, model)
+    assert [agent.run("Create a skill that adds two numbers").status for _ in range(2)] == ["working", "working"]
+    assert "Existing skills you may import" not in model.prompts()[3]  # itself: a circular import
+
+
+def test_a_plan_prompt_shows_a_similar_past_failure_with_its_fix():
+    model = FakeModel([PLAN])
+    failure = {"skill": "add_numbers", "category": "failed_assertion", "error": "assert 0 == 4",
+               "fix": "--- failed\n+++ passed\n@@ -1,2 +1,2 @@\n-    return a - b\n+    return a + b"}
+    spec = planner.plan_chat("Create a skill that adds two numbers", None,
+                             lambda request, phase: model.generate(request), skills=[], failures=[failure])
+    assert spec is not None
+    assert ("- add_numbers: failed_assertion: assert 0 == 4\n  fixed by:\n```diff\n--- failed\n+++ passed\n"
+            "@@ -1,2 +1,2 @@\n-    return a - b\n+    return a + b\n```") in model.prompts()[0]

@@ -15,6 +15,7 @@ from jsonschema import ValidationError
 
 from agent.errors import MemoryCorrupted
 from agent.memory import CURRENT_VERSION, SNIPPET_MAX, Memory, check, empty, new_skill
+from agent.memory.schema import FIX_MAX
 
 STAMP = "2025-01-02T03:04:05.678Z"
 DELETE = object()
@@ -492,3 +493,57 @@ def test_a_legacy_log_with_odd_rows_does_not_block_a_start(workspace: Path) -> N
     memory.legacy_log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert memory.recover() == ["moved 2 logged failures from history/failures.jsonl into history/history.sqlite"]
     assert [f["seq"] for f in memory.failure_log()] == [1, 3]
+
+
+# -- fixes: the change that resolved a failure --------------------------------------------------------
+
+def fail(memory: Memory, directive_id: str | None, code: str, *, category: str = "failed_assertion",
+         skill: str = "add_numbers", error: str = "AssertionError: assert 0 == 4") -> None:
+    memory.record_failure(skill=skill, error=error, category=category, code_snippet=code, iteration=1,
+                          directive_id=directive_id)
+
+
+def test_record_fixes_puts_the_diff_on_the_directive_s_failures_in_both_stores(workspace: Path) -> None:
+    memory = Memory(workspace, keep_failures=3)
+    good = "def add(a, b):\n    return a + b\n"
+    fail(memory, "aaaa00000001", "def add(a, b):\n    return a - b\n")  # seq 1: only in history by the end
+    fail(memory, "aaaa00000001", "def add(a, b):\n    return a * b\n")
+    fail(memory, "aaaa00000001", "", category="no_code")  # no code of its own: nothing to diff
+    fail(memory, "bbbb00000002", "def add(a, b):\n    return b\n")  # another directive
+    assert memory.record_fixes("aaaa00000001", good) == 2
+    fixes = {f["seq"]: f.get("fix") for f in memory.failure_log()}
+    assert fixes[1] == "--- failed\n+++ passed\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b"
+    assert "-    return a * b\n+    return a + b" in fixes[2] and fixes[3] is None and fixes[4] is None
+    recent = {f["seq"]: f.get("fix") for f in Memory(workspace).read()["failures"]}  # on disk
+    assert recent == {2: fixes[2], 3: None, 4: None}
+    assert memory.record_fixes("cccc00000003", good) == 0  # a directive that never failed: nothing written
+    assert memory.record_fixes("bbbb00000002", "def add(a, b):\n    return b\n") == 0  # same code: no diff
+
+
+def test_a_long_fix_is_cut_to_fit_the_schema(workspace: Path) -> None:
+    memory = Memory(workspace)
+    fail(memory, "aaaa00000001", "\n".join(f"x{i} = {i}" for i in range(400)))
+    assert memory.record_fixes("aaaa00000001", "\n".join(f"y{i} = {i}" * 30 for i in range(400))) == 1
+    (failure,) = memory.read()["failures"]
+    assert len(failure["fix"]) <= FIX_MAX and failure["fix"].endswith("(diff cut)")
+    assert failure["fix"].startswith("--- failed\n+++ passed\n@@")
+    assert list(memory.failure_log())[0]["fix"] == failure["fix"]
+
+
+def test_similar_fixed_failures_are_those_with_a_fix_one_per_directive(workspace: Path) -> None:
+    memory = Memory(workspace)
+    for i in range(4):  # unrelated failures, as a workspace has
+        fail(memory, None, "x", skill="is_valid_json", error=f"JSONDecodeError: Expecting value: line {i}")
+    fail(memory, "aaaa00000001", "return a - b", error="add_numbers(2, 2) returned 0, expected 4")
+    fail(memory, "aaaa00000001", "return a * b", error="add_numbers(2, 3) returned 6, expected 5")
+    fail(memory, "bbbb00000002", "return a", skill="add_floats", error="add_floats(1.5, 1) returned 1.5, expected 2.5")
+    fail(memory, "cccc00000003", "return 0", skill="add_ints", error="add_ints(2, 2) returned 0, expected 4")
+    memory.record_fixes("aaaa00000001", "return a + b")
+    memory.record_fixes("bbbb00000002", "return a + b")
+    query = "add_numbers(1, 3) returned 0, expected 4"
+    found = memory.similar_failures(query, n=3, fixed=True)
+    assert [f["seq"] for f in found] == [5, 7]  # the best of directive aaaa, then bbbb; cccc has no fix
+    assert all(f["fix"] for f in found)
+    assert [f["seq"] for f in memory.similar_failures(query, n=1, fixed=True)] == [5]
+    assert 8 in [f["seq"] for f in memory.similar_failures(query, n=10)]  # without fixed: cccc's too
+    assert memory.similar_failures("zzz", fixed=True) == []

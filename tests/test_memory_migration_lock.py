@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,32 @@ def test_lock_timeout_is_a_clear_error(workspace: Path) -> None:
     finally:
         holder.join(10)
     assert memory.path.read_bytes() == before
+
+
+OLD_FAILURES = ("CREATE TABLE failures (seq INTEGER PRIMARY KEY, skill TEXT NOT NULL, category TEXT NOT NULL, "
+                "error TEXT NOT NULL, code_snippet TEXT NOT NULL, timestamp TEXT NOT NULL, "
+                "iteration INTEGER NOT NULL, directive_id TEXT)")
+
+
+def test_a_history_made_before_fixes_gains_the_column_and_keeps_its_rows(workspace: Path) -> None:
+    old = {"seq": 1, "skill": "add_numbers", "category": "failed_assertion", "error": "assert 0 == 4",
+           "code_snippet": "def add(a, b):\n    return a - b\n", "timestamp": "2025-01-02T03:04:05Z",
+           "iteration": 1, "directive_id": "aaaa00000001"}
+    path = workspace / "history" / "history.sqlite"
+    path.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(OLD_FAILURES)
+        conn.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(old.values()))
+        conn.commit()
+    memory = Memory(workspace)
+    memory.update(lambda doc: doc.update(failures=[dict(old)], failures_total=1))  # memory.json in step
+    assert list(memory.failure_log()) == [old]  # no fix yet: none shown, as in memory.json
+    memory.record_failure(skill="add_numbers", error="assert 1 == 4", category="failed_assertion",
+                          code_snippet="def add(a, b):\n    return a * b\n", iteration=2,
+                          directive_id="aaaa00000001")
+    assert memory.record_fixes("aaaa00000001", "def add(a, b):\n    return a + b\n") == 2
+    logged = list(Memory(workspace).failure_log())
+    assert [f["seq"] for f in logged] == [1, 2] and all("+    return a + b" in f["fix"] for f in logged)
+    assert logged == memory.read()["failures"]
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert [row[1] for row in conn.execute("PRAGMA table_info(failures)")].count("fix") == 1

@@ -4,7 +4,7 @@
 - ``migrations``: older memory.json versions to the current one;
 - ``files``: atomic writes, hard-link backups, process locks, debris from killed writes;
 - ``history``: history/history.sqlite: the full failure log, each directive's audit trail;
-- ``similar``: which recent failures resemble a goal;
+- ``similar``: which recent failures resemble a goal or an error, and the diffs that fixed them;
 - ``store``: ``Memory``, which puts them together behind one lock.
 """
 

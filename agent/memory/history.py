@@ -1,6 +1,7 @@
 """history/history.sqlite: what grows without bound, kept out of memory.json.
 
-- ``failures``: every failure ever logged (memory.json keeps only a recent window);
+- ``failures``: every failure ever logged (memory.json keeps only a recent window), with the
+  change that resolved it (``fix``, a unified diff) once its directive passed;
 - ``runs``: one row per directive (goal, outcome, iterations, tokens, seconds), for ``:history``;
 - ``events``: each directive's audit trail: prompts, replies, code versions, gate findings, test
   results, sandbox level, tokens and seconds, in order, for ``:history <n>``;
@@ -32,7 +33,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS failures (
     seq INTEGER PRIMARY KEY, skill TEXT NOT NULL, category TEXT NOT NULL, error TEXT NOT NULL,
     code_snippet TEXT NOT NULL, timestamp TEXT NOT NULL, iteration INTEGER NOT NULL,
-    directive_id TEXT);
+    directive_id TEXT, fix TEXT);
 CREATE TABLE IF NOT EXISTS runs (
     directive_id TEXT PRIMARY KEY, goal TEXT NOT NULL, started TEXT NOT NULL, ended TEXT,
     outcome TEXT, reason TEXT, skill TEXT, iterations INTEGER NOT NULL DEFAULT 0,
@@ -44,13 +45,15 @@ CREATE TABLE IF NOT EXISTS events (
     kind TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_directive ON events (directive_id, id);
 """
+# After _SCHEMA (whose failures table may be older than its fix column) has run.
+_FAILURES_DIRECTIVE = "CREATE INDEX IF NOT EXISTS failures_directive ON failures (directive_id)"
 FAILURE_FIELDS = ("seq", "skill", "category", "error", "code_snippet", "timestamp", "iteration",
-                  "directive_id")
+                  "directive_id", "fix")  # fix: optional (NULL until the directive passed)
 RUN_FIELDS = ("directive_id", "goal", "started", "ended", "outcome", "reason", "skill", "iterations",
               "tokens", "seconds", "level", "model")
 _ADD_FAILURE = ("INSERT OR REPLACE INTO failures (seq, skill, category, error, code_snippet, timestamp, "
-                "iteration, directive_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-_ALL_FAILURES = ("SELECT seq, skill, category, error, code_snippet, timestamp, iteration, directive_id "
+                "iteration, directive_id, fix) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_ALL_FAILURES = ("SELECT seq, skill, category, error, code_snippet, timestamp, iteration, directive_id, fix "
                  "FROM failures ORDER BY seq")
 _SELECT_RUNS = ("SELECT directive_id, goal, started, ended, outcome, reason, skill, iterations, tokens, "
                 "seconds, level, model FROM runs")
@@ -66,6 +69,17 @@ def _one_line(path: Path):
         yield
     except sqlite3.Error as err:
         raise HistoryError(f"{path}: {err} (the history and failure log could not be used)") from None
+
+
+def _add_fix_column(conn: sqlite3.Connection) -> None:
+    """A database made before failures had a ``fix`` column gets one (NULL in the old rows)."""
+    if any(row[1] == "fix" for row in conn.execute("PRAGMA table_info(failures)")):
+        return
+    try:
+        conn.execute("ALTER TABLE failures ADD COLUMN fix TEXT")
+    except sqlite3.OperationalError as err:  # another agent added it a moment ago
+        if "duplicate column" not in str(err):
+            raise
 
 
 class History:
@@ -89,6 +103,8 @@ class History:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; never corrupt
                 conn.executescript(_SCHEMA)
+                _add_fix_column(conn)
+                conn.execute(_FAILURES_DIRECTIVE)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -130,13 +146,27 @@ class History:
         """Keep failure records; a record with a ``seq`` already kept replaces it (a write of
         memory.json that failed after the log did leaves that seq to the next failure)."""
         self._write(_ADD_FAILURE,
-                    ([record[f] for f in FAILURE_FIELDS] for record in records))
+                    ([record.get(f) if f == "fix" else record[f] for f in FAILURE_FIELDS] for record in records))
 
     def failures(self) -> Iterator[dict[str, Any]]:
-        """Every failure ever logged, oldest first."""
+        """Every failure ever logged, oldest first (``fix`` only on those that have one, as in
+        memory.json)."""
         with _one_line(self.path):
             for row in self.conn.execute(_ALL_FAILURES):
-                yield dict(zip(FAILURE_FIELDS, row, strict=True))
+                record = dict(zip(FAILURE_FIELDS, row, strict=True))
+                if record["fix"] is None:
+                    del record["fix"]
+                yield record
+
+    def directive_failures(self, directive_id: str) -> list[dict[str, Any]]:
+        """A directive's failures (seq, category, code_snippet), oldest first."""
+        rows = self._rows("SELECT seq, category, code_snippet FROM failures WHERE directive_id = ? ORDER BY seq",
+                          (directive_id,))
+        return [{"seq": seq, "category": category, "code_snippet": code} for seq, category, code in rows]
+
+    def set_fixes(self, fixes: Iterable[tuple[int, str]]) -> None:
+        """Record on logged failures (by seq) the change that resolved them."""
+        self._write("UPDATE failures SET fix = ? WHERE seq = ?", ((fix, seq) for seq, fix in fixes))
 
     def failure_count(self) -> int:
         return self._rows("SELECT count(*) FROM failures")[0][0]

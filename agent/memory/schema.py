@@ -25,6 +25,7 @@ SECTIONS = {"skills": "name", "directives": "id", "failures": "seq"}
 SKILL_STATUSES = ("working", "untested", "failed", "broken_dependency")
 ERROR_MAX = 500  # a failure's error is a short message; the full output belongs in the sandbox log
 SNIPPET_MAX = 2000
+FIX_MAX = 2000  # a failure's fix: the unified diff to the version that passed
 TRUNCATED = "\n# ... truncated"
 
 

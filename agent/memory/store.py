@@ -49,7 +49,7 @@ from agent.memory.schema import (
     schema_digest,
     truncate,
 )
-from agent.memory.similar import similar
+from agent.memory.similar import UNFIXABLE, fix_diff, similar
 
 T = TypeVar("T")
 Stamp = tuple[int, int, int]  # (inode, size, mtime_ns): a rename always makes a new inode
@@ -129,6 +129,7 @@ class Memory:
         self._lock = FileLock(self.lock_path)
         self._in_update = False
         self._log_pending: list[dict[str, Any]] = []  # failures to log once the update is valid
+        self._fixes_pending: dict[int, str] = {}  # seq -> fix, for history.sqlite once the update is valid
         self._cache: _Cached | None = None
         self._running: dict[str, int] = {}  # directive id -> fd of its liveness lock
 
@@ -232,6 +233,8 @@ class Memory:
                 result = fn(doc)
                 doc["failures"] = doc["failures"][-self.keep_failures:]
                 data, lines = self._validated_bytes(doc, index)
+                if self._fixes_pending:  # the log first, as for new failures
+                    self.history.set_fixes(self._fixes_pending.items())
                 if cached is None or data != cached.raw:
                     self._save(cached, data, version, doc, lines)
                 return result
@@ -241,6 +244,7 @@ class Memory:
             finally:
                 self._in_update = False
                 self._log_pending = []
+                self._fixes_pending = {}
 
     def _validated_bytes(self, doc: dict[str, Any], index: Index) -> tuple[bytes, Index]:
         """Check the items that changed (all of them without an index) and serialize the doc.
@@ -543,14 +547,37 @@ class Memory:
             self._log_pending.append(record)
         self.update(apply)
 
+    def record_fixes(self, directive_id: str, passing_code: str) -> int:
+        """Record on a directive's failures the change that resolved them: on each (among
+        memory.json's recent failures and in history.sqlite alike, in one update) a unified diff
+        from its code to ``passing_code``. A later pass of the same directive (the user corrected
+        a result) replaces them. Failures without code of their own (no code, blocked) get none.
+        Returns how many failures have a fix now; nothing is written when none does."""
+        logged = {row["seq"]: row for row in self.history.directive_failures(directive_id)}
+        if not logged and not any(f["directive_id"] == directive_id for f in self.read()["failures"]):
+            return 0
+
+        def apply(doc: dict[str, Any]) -> int:
+            recent = [item for item in doc["failures"] if item["directive_id"] == directive_id]
+            rows = {**logged, **{item["seq"]: item for item in recent}}
+            fixes = {seq: fix for seq, row in rows.items() if row["category"] not in UNFIXABLE
+                     and (fix := fix_diff(row["code_snippet"], passing_code))}
+            for item in recent:
+                if item["seq"] in fixes and item.get("fix") != fixes[item["seq"]]:
+                    item["fix"] = fixes[item["seq"]]
+            self._fixes_pending = fixes
+            return len(fixes)
+        return self.update(apply)
+
     def recent_failures(self, n: int = 10, skill: str | None = None) -> list[dict[str, Any]]:
         """Up to ``n`` of the most recent failures (newest first), optionally for one skill."""
         failures = reversed(self.read()["failures"])
         return _copy([f for f in failures if skill is None or f["skill"] == skill][:n])
 
-    def similar_failures(self, text: str, n: int = 3) -> list[dict[str, Any]]:
-        """The recent failures sharing most words with ``text`` (cosine over token sets)."""
-        return _copy(similar(text, self.read()["failures"], n))
+    def similar_failures(self, text: str, n: int = 3, *, fixed: bool = False) -> list[dict[str, Any]]:
+        """The recent failures most like ``text`` (BM25), best first; with ``fixed`` only those
+        with a ``fix`` (the change that resolved them), one per directive."""
+        return _copy(similar(text, self.read()["failures"], n, fixed=fixed))
 
     def failure_log(self) -> Iterator[dict[str, Any]]:
         """Every failure ever logged, oldest first (from history.sqlite)."""
