@@ -603,7 +603,8 @@ class AutonomousAgent:
             return run.end("failed", "no_plan", "no usable plan: no function signature could be had; name one, "
                            "e.g. `is_valid_json(text: str) -> bool`, and give examples")
         name, report = spec["name"], final.get("report")
-        if reason == "passed":
+        if reason == "passed":  # kept, and the user had their say: what fixed its failures is known
+            self.memory.record_fixes(run.directive_id, final["code"])
             skill = self.memory.get_skill(name) or {}
             status = skill.get("status", "working")
             evidence = checks.describe_evidence(spec["evidence"])

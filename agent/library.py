@@ -36,11 +36,13 @@ def skill_document(skill: dict) -> str:
 SKILL_REFERENCE = re.compile(r"\bskills\.([a-z_][a-z0-9_]{0,63})\b")
 
 
-def dependencies(source: str, saved: Collection[str] = ()) -> list[str]:
-    """The saved skills a module uses, in the order first seen: ``from skills.x import ...``,
-    ``import skills.x``, ``from skills import x``; a top-level import of a name in ``saved`` (the
-    form skills used before the package); and ``skills.x`` inside a string (what
-    ``pytest.importorskip`` or ``mock.patch`` import by name). None when it does not parse."""
+def dependencies(source: str, saved: Collection[str] = (), *, strings: bool = False) -> list[str]:
+    """The saved skills a module imports, in the order first seen: ``from skills.x import ...``,
+    ``import skills.x``, ``from skills import x``, and a top-level import of a name in ``saved``
+    (the form skills used before the package). With ``strings`` (for the gates, which would
+    rather read one skill too many), also a saved ``x`` named as ``skills.x`` in any string,
+    which is what ``mock.patch`` imports by name; a docstring mentioning one counts too, so that
+    is never recorded as an import. None when it does not parse."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
@@ -60,8 +62,8 @@ def dependencies(source: str, saved: Collection[str] = ()) -> list[str]:
             for alias in node.names:
                 head, _, rest = alias.name.partition(".")
                 names += [rest.split(".")[0]] if head == "skills" and rest else [head] if head in saved else []
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "skills." in node.value:
-            names = SKILL_REFERENCE.findall(node.value)
+        elif strings and isinstance(node, ast.Constant) and isinstance(node.value, str) and "skills." in node.value:
+            names = [name for name in SKILL_REFERENCE.findall(node.value) if name in saved]
         for name in names:
             try:
                 validate_skill_name(name)
@@ -150,7 +152,7 @@ class SkillLibrary:
         if the code imports that too, was gated when it was saved, for the same skill's grants)."""
         found: dict[str, str] = {}
         saved = self.saved() - {exclude}
-        todo = [name for source in sources for name in dependencies(source, saved)]
+        todo = [name for source in sources for name in dependencies(source, saved, strings=True)]
         while todo:
             name = todo.pop()
             if name in found or name == exclude:
@@ -158,7 +160,7 @@ class SkillLibrary:
             dep = self.source(name)
             if dep is not None:
                 found[name] = dep
-                todo.extend(dependencies(dep, saved))
+                todo.extend(dependencies(dep, saved, strings=True))
         return found
 
     @staticmethod

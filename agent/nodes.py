@@ -190,7 +190,8 @@ def past_fixes(state: LoopState, spec: SkillSpec, deps: Deps, n: int) -> list[di
     enabled = deps.model.chat if deps.past_fixes is None else deps.past_fixes
     if not enabled or not _failed(state) or report is None:
         return []
-    return deps.memory.similar_failures(f"{spec['name']} {spec['signature']} {report['error']}", n=n, fixed=True)
+    return deps.memory.similar_failures(f"{spec['name']} {spec['signature']} {report['error']}", n=n, fixed=True,
+                                        exclude=state.get("directive_id"))
 
 
 def _completion_feedback(state: LoopState, fixes: list[dict] | None = None) -> str:
@@ -361,8 +362,6 @@ def save(state: LoopState, deps: Deps) -> dict:
     evidence = {**spec["evidence"], "property_cases": PROPERTY_CASES if property_ready(spec["signature"]) else 0}
     spec = {**spec, "evidence": evidence}
     progress = (state["iteration"], state["max_iterations"])
-    if state.get("directive_id"):  # the change that resolved this directive's failures, for later fix prompts
-        deps.memory.record_fixes(state["directive_id"], state["code"])
     problem = versions.incompatibility(deps.memory, deps.library, deps.execute, spec["name"], state["code"])
     if problem is not None:
         deps.emit(Event("SAVE", f"not kept: {problem}", *progress))

@@ -41,7 +41,11 @@ SHADOWED = frozenset(sys.stdlib_module_names) | frozenset(dir(builtins)) | {
 
 
 def module_name(name: str) -> str:
-    """``name``, or ``name_skill`` where a module of that name would shadow one Python needs."""
+    """``name``, or ``name_skill`` where a module of that name would shadow one Python needs
+    (``skills`` is the package, ``conftest`` pytest's); a dunder name loses its underscores
+    (``__init__`` would be the skills package itself)."""
+    if name.startswith("__"):
+        name = name.strip("_") or "skill"
     return f"{name}_skill" if name in SHADOWED or keyword.iskeyword(name) else name
 
 

@@ -23,17 +23,11 @@ class InvalidSkillName(ValueError):
     """A skill name that is not a plain lowercase Python identifier of 1-64 characters."""
 
 
-# the skills package, pytest's conftest; and dunder names (__init__ would be the package itself)
-RESERVED_NAMES = frozenset({"skills", "conftest"})
-
-
 def validate_skill_name(name: str) -> str:
     if not isinstance(name, str) or not SKILL_NAME.fullmatch(name):
         raise InvalidSkillName(
             f"invalid skill name {name!r}: use lowercase letters, digits and _ "
             "(start with a letter or _, at most 64 characters)")
-    if name in RESERVED_NAMES or name.startswith("__"):
-        raise InvalidSkillName(f"invalid skill name {name!r}: reserved (pick a name that says what it does)")
     return name
 
 

@@ -191,7 +191,9 @@ def test_every_way_to_import_a_saved_skill_is_gated(library, workspace, how):
 def test_a_skill_named_in_a_string_is_a_dependency_and_importorskip_is_blocked(library, workspace):
     from agent.library import dependencies
 
-    assert dependencies("import x\nt = 'skills.shout.upper'\n") == ["shout"]
+    assert dependencies("import x\nt = 'skills.shout.upper'\n", {"shout"}, strings=True) == ["shout"]
+    assert dependencies('"""Unlike skills.shout, reads skills.txt."""\n', {"shout"}) == []  # recorded: imports only
+    assert dependencies('"""Reads skills.txt."""\n', {"shout"}, strings=True) == []
     assert dependencies("from shout import shout\n", {"shout"}) == ["shout"]
     assert dependencies("from shout import shout\n") == []
     agent, _ = library
@@ -227,12 +229,22 @@ def test_rollback_restores_the_signature_and_description(library, workspace):
     assert skill["signature"] == "shout(text: str) -> str" and skill["version"] == 1
 
 
-@pytest.mark.parametrize("name", ["__init__", "__main__", "skills", "conftest"])
-def test_reserved_names_are_refused(name):
-    from safety.paths import InvalidSkillName, validate_skill_name
+@pytest.mark.parametrize("name, made", [("__init__", "init"), ("__main__", "main"), ("skills", "skills_skill"),
+                                        ("conftest", "conftest_skill"), ("___", "skill"), ("__json__", "json_skill")])
+def test_a_new_skill_never_takes_a_name_the_package_or_pytest_needs(name, made):
+    """A planned name is renamed (a skill named __init__ would be the skills package itself); a
+    skill saved under such a name before stays usable: validation is the pattern only."""
+    from agent.spec import module_name
+    from safety.paths import validate_skill_name
 
-    with pytest.raises(InvalidSkillName, match="reserved"):
-        validate_skill_name(name)
+    assert module_name(name) == made and validate_skill_name(name) == name
+
+
+def test_a_dunder_name_in_a_directive_makes_a_plain_skill(workspace):
+    agent = make_agent(workspace, FakeModel(["    return x + 1\n"], chat=False))
+    result = agent.run("Create a skill `__init__(x: int) -> int`, e.g. __init__(1) == 2")
+    assert (result.status, result.skill) == ("working", "init")
+    assert (workspace / "skills" / "__init__.py").read_text().startswith('"""The agent')
 
 
 def test_an_argument_without_a_repr_is_one_line(library):

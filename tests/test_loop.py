@@ -299,3 +299,24 @@ def test_a_plan_prompt_shows_a_similar_past_failure_with_its_fix():
     assert spec is not None
     assert ("- add_numbers: failed_assertion: assert 0 == 4\n  fixed by:\n```diff\n--- failed\n+++ passed\n"
             "@@ -1,2 +1,2 @@\n-    return a - b\n+    return a + b\n```") in model.prompts()[0]
+
+
+def test_a_fix_is_recorded_only_for_a_kept_version_and_never_offered_to_its_own_directive(workspace):
+    """The user rejects a passing version: the retry must not be shown that version as the
+    "fix" of the directive's own failure. A version not kept (incompatible) fixes nothing."""
+    from tests.test_verdict import GRAMMAR_PLAN, JSON_BODY
+
+    model = FakeModel([GRAMMAR_PLAN, "    return text.nosuch()\n", "    return len(text) > 3\n", JSON_BODY],
+                      chat=False)
+    agent = make_agent(workspace, model, settings=Settings(past_fixes=True))
+    result = agent.run("Create a JSON validator skill", confirm=lambda skill, observed: ["True"])
+    assert result.status == "working"
+    assert "was fixed by writing" not in model.history[-1].prompt
+    fixes = [f.get("fix", "") for f in agent.memory.read()["failures"]]
+    assert fixes and all("json.loads" in fix for fix in fixes)  # fixed by the version kept, not the rejected one
+
+    model.enqueue("    return text.upper()\n", "    return text.nosuch()\n", "    return text.lower()\n")
+    assert agent.run("Create a skill `shout(text: str) -> str`, e.g. shout('a') == 'A'").status == "working"
+    result = agent.run("Create a skill `shout(text: str) -> str`, e.g. shout('A') == 'a'")
+    assert (result.status, result.reason) == ("failed", "incompatible")
+    assert not agent.memory.read()["failures"][-1].get("fix")

@@ -13,15 +13,17 @@ FIX_CUT = "\n... (diff cut)"
 UNFIXABLE = ("no_code", "blocked", "model_error")  # no code of its own failed: there is nothing to diff
 
 
-def similar(text: str, failures: list[dict[str, Any]], n: int = 3, *, fixed: bool = False) -> list[dict[str, Any]]:
+def similar(text: str, failures: list[dict[str, Any]], n: int = 3, *, fixed: bool = False,
+            exclude: str | None = None) -> list[dict[str, Any]]:
     """The ``n`` failures most like ``text`` (skill, category, error), best first (ties: newest).
 
     ``fixed``: only failures that carry a ``fix``, and the best of each directive only (its
-    failures were all fixed by one version, so one of them says it)."""
+    failures were all fixed by one version, so one of them says it), none of directive
+    ``exclude`` (the one asking: its own fix would be the code just rejected)."""
     found = [failures[i] for i in rank(text, [f"{f['skill']} {f['category']} {f['error']}" for f in failures],
                                        None if fixed else n)]
     if fixed:  # ranked among all (a handful of fixed ones alone make a poor corpus), then filtered
-        found = [f for f in found if f.get("fix")]
+        found = [f for f in found if f.get("fix") and (exclude is None or f["directive_id"] != exclude)]
         best: dict[str, dict[str, Any]] = {}
         for failure in found:
             best.setdefault(failure["directive_id"] or f"#{failure['seq']}", failure)

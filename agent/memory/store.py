@@ -574,10 +574,11 @@ class Memory:
         failures = reversed(self.read()["failures"])
         return _copy([f for f in failures if skill is None or f["skill"] == skill][:n])
 
-    def similar_failures(self, text: str, n: int = 3, *, fixed: bool = False) -> list[dict[str, Any]]:
+    def similar_failures(self, text: str, n: int = 3, *, fixed: bool = False,
+                         exclude: str | None = None) -> list[dict[str, Any]]:
         """The recent failures most like ``text`` (BM25), best first; with ``fixed`` only those
-        with a ``fix`` (the change that resolved them), one per directive."""
-        return _copy(similar(text, self.read()["failures"], n, fixed=fixed))
+        with a ``fix`` (the change that resolved them), one per directive, not directive ``exclude``."""
+        return _copy(similar(text, self.read()["failures"], n, fixed=fixed, exclude=exclude))
 
     def failure_log(self) -> Iterator[dict[str, Any]]:
         """Every failure ever logged, oldest first (from history.sqlite)."""
