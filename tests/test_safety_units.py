@@ -385,7 +385,11 @@ def test_no_cgroup_outlives_overlapping_runs(workspace: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert leftovers() == []
+
+    def others_live(path: Path) -> bool:  # another agent on this machine (a parallel test run) running now
+        pid = int(path.name.removeprefix(PREFIX).split("-")[0])
+        return pid != os.getpid() and (Path("/proc") / str(pid)).exists()
+    assert [p for p in leftovers() if not others_live(p)] == []
 
 
 def test_deep_tree_is_removed_without_recursion(tmp_path: Path) -> None:
