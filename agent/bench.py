@@ -256,7 +256,8 @@ def markdown(report: dict) -> str:
     share = report["agent_overhead_share"]
     lines = [
         f"# HumanEval: {report.get('model', '?')}{done}", "",
-        f"- date: {report.get('date', '?')}; command: `{report.get('command', '?')}`",
+        *[f"- {s.get('date', '?')}: `{s.get('command', '?')}`" for s in report.get("sessions")
+          or [{"date": report.get("date"), "command": report.get("command")}]],
         f"- problems: {n} (of {PROBLEMS}); max iterations: {report.get('max_iter', '?')}; "
         f"workers: {report.get('workers', '?')}; sandbox: {', '.join(report['sandbox_levels']) or '-'}", "",
         "| | first try | after the loop |", "|---|---|---|",
@@ -545,13 +546,14 @@ def _main(argv: Sequence[str] | None) -> int:
         date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
         out = Path(args.out) if args.out else Path("bench") / "results" / f"humaneval-{_slug(model.name)}-{date}"
         _check_out(out, args.resume)
-        meta = _prepare(out, args.resume, model.name, settings.max_iter)
+        command = " ".join(["python autonomous_agent.py bench", *(argv if argv is not None else sys.argv[2:])])
+        sessions = _prepare(out, args.resume, model.name, settings.max_iter, {"command": command, "date": date})
     except (AgentError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2 if isinstance(err, AgentError) and not isinstance(err, ModelUnavailable) else 1
-    command = "python autonomous_agent.py bench " + " ".join(argv if argv is not None else sys.argv[2:])
-    meta.update(model=model.name, max_iter=settings.max_iter, workers=workers, limit=limit, date=date,
-                command=command.strip())
+    meta = {"model": model.name, "max_iter": settings.max_iter, "workers": workers, "limit": limit, "date": date,
+            "command": command, "sessions": sessions, "model_timeout": settings.model_timeout,
+            "timeout": settings.timeout}
     print(f"HumanEval: {len(problems)} problems · {model.name} · max {settings.max_iter} iterations · "
           f"{workers} worker{'s' if workers > 1 else ''} · results in {out}", file=sys.stderr)
     return run_humaneval(problems, model, settings, out, workers=workers, meta=meta,
@@ -568,8 +570,9 @@ def _check_out(out: Path, resume: bool) -> None:
                          "or choose another --out")
 
 
-def _prepare(out: Path, resume: bool, model: str, max_iter: int) -> dict:
-    """Make ``out`` (or check, with ``resume``, that it holds a run of the same model and cap)."""
+def _prepare(out: Path, resume: bool, model: str, max_iter: int, session: dict) -> list[dict]:
+    """Make ``out`` (or check, with ``resume``, that it holds a run of the same model and cap) and
+    record this session in its run.json: the run's sessions, oldest first."""
     run_file = out / RUN_JSON
     try:
         previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else None
@@ -580,6 +583,9 @@ def _prepare(out: Path, resume: bool, model: str, max_iter: int) -> dict:
             if previous.get(key) != value:
                 raise AgentError(f"{out} holds a run with {key} {previous.get(key)!r}, not {value!r}: "
                                  "resume it with the same settings, or choose another --out")
+    earlier = previous.get("sessions") if resume and isinstance(previous, dict) else None
+    sessions = [*(earlier if isinstance(earlier, list) else []), session]
     out.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps({"model": model, "max_iter": max_iter}) + "\n", encoding="utf-8")
-    return {}
+    run_file.write_text(json.dumps({"model": model, "max_iter": max_iter, "sessions": sessions}, indent=1) + "\n",
+                        encoding="utf-8")
+    return sessions

@@ -268,3 +268,6 @@ def test_two_problems_on_the_embedded_model_then_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "solve", solve)
     assert main([*argv, "--resume"]) == 0
     assert (out / bench.RESULTS).read_text() == before
+    sessions = json.loads((out / bench.RUN_JSON).read_text())["sessions"]
+    assert [s["command"].endswith("--resume") for s in sessions] == [False, True]
+    assert "--resume`" in (out / bench.REPORT_MD).read_text()  # the report, written again, names both
