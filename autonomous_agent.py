@@ -4,6 +4,7 @@
     python autonomous_agent.py            # the interactive prompt (Agent> )
     python autonomous_agent.py < cmds.txt # run the lines of a file (or pipe) as if typed
     python autonomous_agent.py mcp        # serve the working skills as MCP tools over stdio
+    python autonomous_agent.py bench humaneval --limit 20  # the loop against HumanEval (agent/bench.py)
     python autonomous_agent.py --help     # flags; each also has an environment variable; exit codes
 
 As a library::
@@ -37,8 +38,17 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
     pipe. Exit status: 1 when a ``-c`` line or a line of a file or pipe failed (or the settings
     are bad), else 0; an interactive session exits 0.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own flags: see agent/bench.py
+        from agent.bench import main as bench
+
+        return bench(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.mode == "bench":
+        parser.error("bench comes first: autonomous_agent.py bench humaneval [--model M] [--limit N] ...")
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "commands", "resume", "mode")}
     if args.mode == "mcp":
         if args.commands or args.resume:

@@ -227,9 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
         "command, a usage error, a directive that did not end working) or a setting is invalid; 2 for a "
         "bad command line. An interactive session exits 0.",
     )
-    parser.add_argument("mode", nargs="?", choices=["mcp"],
+    parser.add_argument("mode", nargs="?", choices=["mcp", "bench"],
                         help="mcp: serve the working skills as MCP tools over stdio (no prompt, no model; "
-                        "each call runs in the sandbox; a tier-2 need only with a grant remembered as always)")
+                        "each call runs in the sandbox; a tier-2 need only with a grant remembered as always). "
+                        "bench: run the loop against a benchmark (bench humaneval --help)")
     parser.add_argument("--model", help="auto (default), embedded, ollama:<tag>, gguf:<path>, openai:<name>")
     parser.add_argument("--workspace", help="workspace directory (default: agent_workspace)")
     parser.add_argument("--max-iter", dest="max_iter", help="iteration cap per directive (default: 12)")

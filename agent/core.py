@@ -364,6 +364,33 @@ class AutonomousAgent:
         return self._drive(run, {"goal": goal, "skill_name": skill_name, "directive_id": directive_id,
                                  "max_iterations": self.settings.max_iter}, confirm, replace=replace)
 
+    def run_spec(self, spec: SkillSpec, goal: str | None = None, *, confirm: Confirm | None = None,
+                 replace: bool | Replace = False) -> DirectiveResult:
+        """Run the loop from a spec made elsewhere (a benchmark problem's, a caller's own plan):
+        the plan node keeps a spec it is given, so nothing of it is lost to planning. The spec's
+        examples, tests and held-back examples count as the evidence ``spec["evidence"]`` says.
+        ``goal`` is what the directive is recorded as (default: the signature). Otherwise as ``run``."""
+        try:
+            validate_skill_name(spec["name"])
+            if not spec["signature"].startswith(f"{spec['name']}("):
+                raise ValueError
+            checks.parameters(spec["signature"])
+        except (InvalidSkillName, KeyError, ValueError, SyntaxError):
+            raise AgentError("a spec needs a valid skill name and a signature `name(args) -> type` "
+                             "that starts with it") from None
+        spec = {"examples": [], "tests": "", "holdout": [], "probes": [], "description": "", **spec,
+                "evidence": {**new_evidence(), **(spec.get("evidence") or {})}}  # type: ignore[typeddict-item]
+        goal = " ".join((goal or spec["signature"]).split())
+        if len(goal) > MAX_GOAL_CHARS:
+            raise AgentError(f"a goal is at most {MAX_GOAL_CHARS:,} characters (this one has {len(goal):,})")
+        self._check_storage()
+        directive_id = self.memory.add_directive(goal, self.settings.max_iter, skill=spec["name"])
+        run = _Run(self, goal, directive_id, spec["name"], self.settings.max_iter)
+        return self._drive(run, {"goal": goal, "skill_name": spec["name"], "directive_id": directive_id,
+                                 "max_iterations": self.settings.max_iter, "spec": spec, "iteration": 0,
+                                 "best_code": "", "best_passed": -1, "previous_failure": "", "tokens": 0},
+                           confirm, replace=replace)
+
     def resumable(self) -> list[dict]:
         """Directives ``resume`` can continue (pending, interrupted, cut off), oldest first."""
         return self.memory.resumable_directives()

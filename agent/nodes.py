@@ -26,7 +26,7 @@ from agent.checks import (
 from agent.library import SkillLibrary, describe_skills, importable
 from agent.llm.base import Completion, Model, Request, TokenCallback
 from agent.memory import Memory
-from agent.spec import complete_module, extract_code, stub
+from agent.spec import complete_module, extract_code, stub, with_preamble
 from agent.state import Category, LoopState, SkillSpec, TestReport
 from safety import SafetyOutcome
 
@@ -49,6 +49,7 @@ FIX_LINES = 3  # lines of the most similar past fix a completion model's fix com
 NOT_CODE = ("#", '"""', "'''", ">>>")  # added lines of a fix that a completion model is not shown
 # Completion models stop when they leave the function body.
 BODY_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\n\n\n", "```", "\n#", "\nprint(")
+BODY_TOKENS = 256  # the longest body a completion model writes in one request
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,11 @@ def _ask_for_code(state: LoopState, spec: SkillSpec, deps: Deps, temp: float) ->
         code = extract_code(completion.text)
         if code is not None and f"def {spec['name']}(" not in code:
             code = None
-        return code, completion
+        return (with_preamble(spec, code) if code is not None else None), completion
     imports = importable(skills)
     prompt = prompts.render("write_completion", imports=(COMPOSE_EXAMPLE + imports) if imports else "",
                             stub=stub(spec) + _completion_feedback(state, past_fixes(state, spec, deps, 1)))
-    completion = _generate(deps, Request(prompt=prompt, stop=BODY_STOPS, temperature=temp, max_tokens=256),
+    completion = _generate(deps, Request(prompt=prompt, stop=BODY_STOPS, temperature=temp, max_tokens=BODY_TOKENS),
                            "write")
     return complete_module(spec, completion.text, imports=imports), completion
 

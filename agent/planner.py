@@ -123,9 +123,13 @@ def _ask_for_tests(spec: SkillSpec, generate: Generate) -> SkillSpec:
 
 
 def with_user_examples(spec: SkillSpec, goal: str) -> SkillSpec:
+    """The user's examples in ``goal`` are ground truth: see ``with_examples``."""
+    return with_examples(spec, parse_examples(goal, spec["name"]))
+
+
+def with_examples(spec: SkillSpec, examples: list[Example]) -> SkillSpec:
     """The user's examples are ground truth: tested always; with three or more, the last is held back."""
-    given = [e for e in parse_examples(goal, spec["name"])
-             if e["call"] not in {x["call"] for x in spec["examples"]}]
+    given = [e for e in examples if e["call"] not in {x["call"] for x in spec["examples"]}]
     if not given:
         return spec
     holdout = given[-1:] if len(given) >= HOLD_BACK_FROM else []

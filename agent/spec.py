@@ -193,12 +193,52 @@ def tests_from_examples(name: str, examples: list[Example], prefix: str = "examp
 
 
 def stub(spec: SkillSpec) -> str:
-    """``def signature:`` plus the docstring with doctest examples: the module's fixed header."""
+    """``def signature:`` plus the docstring with doctest examples: the module's fixed header,
+    after the spec's ``preamble`` (imports and helpers the function may use) if it has one.
+
+    A docstring with a backslash is raw, so that doctest reads ``f('a\\nb')`` as written; a
+    result of None is shown as no output, which is what doctest sees of it."""
     doc = [spec["description"], ""]
     for example in spec["examples"]:
-        doc += [f">>> {example['call']}", example["result"]]
+        doc += [f">>> {example['call']}"] + ([example["result"]] if example["result"] != "None" else [])
     body = textwrap.indent("\n".join(doc).rstrip(), "    ")
-    return f'def {spec["signature"]}:\n    """{body.lstrip()}\n    """\n'
+    prefix = "r" if "\\" in body else ""
+    preamble = (spec.get("preamble") or "").strip()
+    head = f"{preamble}\n\n\n" if preamble else ""
+    return f'{head}def {spec["signature"]}:\n    {prefix}"""{body.lstrip()}\n    """\n'
+
+
+def _bound_names(code: str) -> set[str]:
+    """The names a module binds at its top level (imports, functions, classes, assignments)."""
+    names: set[str] = set()
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
+
+
+def with_preamble(spec: SkillSpec, code: str) -> str:
+    """``code`` (a whole module a chat model wrote) with the spec's preamble in front when the
+    module leaves out a name the preamble binds (an import, a helper), after any
+    ``from __future__`` imports; its own definitions, coming later, win."""
+    preamble = (spec.get("preamble") or "").strip()
+    if not preamble:
+        return code
+    try:
+        if _bound_names(preamble) <= _bound_names(code):
+            return code
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return code  # the sandbox reports the syntax error of the code as written
+    future = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
+    lines = code.splitlines(keepends=True)
+    cut = (future[-1].end_lineno or 0) if future else 0
+    return "".join(lines[:cut]) + preamble + "\n\n\n" + "".join(lines[cut:])
 
 
 def fenced_blocks(reply: str) -> list[tuple[str, str]]:
@@ -327,20 +367,24 @@ def extract_code(reply: str) -> str | None:
     return whole + "\n" if "def " in whole and _parses(whole) else None
 
 
+def function_body(text: str) -> str:
+    """A completion model's continuation cut where the function ends: the indented lines up to
+    the first line back at column 0 (the model moved on)."""
+    kept: list[str] = []
+    for line in text.rstrip().splitlines():
+        if line.strip() and not line.startswith((" ", "\t")):
+            break
+        kept.append(line)
+    return "\n".join(kept).rstrip()
+
+
 def complete_module(spec: SkillSpec, body: str, *, imports: str = "") -> str | None:
     """A completion model's continuation (the body after the stub) → the whole module, or None.
 
     Of ``imports`` (one ``from skills.x import x  # ...`` line per reusable skill), the lines
     whose imported name the body uses are kept at the top of the module.
     """
-    lines = body.rstrip().splitlines()
-    # Keep the indented body; stop at the first line back at column 0 (the model moved on).
-    kept: list[str] = []
-    for line in lines:
-        if line.strip() and not line.startswith((" ", "\t")):
-            break
-        kept.append(line)
-    body_text = "\n".join(kept).rstrip()
+    body_text = function_body(body)
     if not body_text.strip():
         return None
     used = [line.split("  #")[0] for line in imports.splitlines()

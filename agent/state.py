@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 Category = Literal["syntax_error", "import_error", "failed_assertion", "timeout", "crash",
                    "no_code", "blocked", "model_error", "overfit", "held_back"]
@@ -33,6 +33,7 @@ class SkillSpec(TypedDict):
     holdout: list[Example]  # trusted examples kept out of every prompt, checked once the rest pass
     probes: list[str]  # calls whose results nobody vouched for (a small model's own): asked of the user
     evidence: Evidence  # counts of the trusted checks above
+    preamble: NotRequired[str]  # module code before the function (imports, helpers it may use), kept verbatim
 
 
 class TestReport(TypedDict):

@@ -46,6 +46,33 @@ def test_stub_and_tests_from_examples_are_valid_python():
     compile(tests, "t", "exec")
 
 
+def test_stub_doctests_read_as_written_none_prints_nothing_and_a_preamble_comes_first():
+    import doctest
+
+    spec = {**SPEC, "name": "f", "signature": "f(text: str) -> str | None",
+            "examples": [{"call": "f('a\\nb')", "result": "'a\\\\b'"}, {"call": "f('')", "result": "None"}],
+            "preamble": "import re\n\nSEP = re.compile(' ')"}
+    module = S.stub(spec) + "    return None if not text else text.replace('\\n', '\\\\')\n"
+    assert module.startswith("import re\n\nSEP = re.compile(' ')\n\n\ndef f(") and '    r"""' in module
+    namespace: dict = {}
+    exec(compile(module, "f", "exec"), namespace)  # noqa: S102 - our own stub
+    test = doctest.DocTestParser().get_doctest(namespace["f"].__doc__, namespace, "f", "f.py", 0)
+    assert [e.source.strip() for e in test.examples] == ["f('a\\nb')", "f('')"]
+    assert doctest.DocTestRunner().run(test, out=lambda text: None).failed == 0
+    assert '    """' in S.stub(SPEC)  # no backslash: a plain docstring, as before
+
+
+def test_with_preamble_adds_what_a_chat_model_left_out():
+    spec = {**SPEC, "preamble": "from typing import List\n\n\ndef helper(x):\n    return x"}
+    whole = "from typing import List\n\ndef helper(x):\n    return x\n\ndef reverse_words(text): ...\n"
+    assert S.with_preamble(spec, whole) == whole
+    code = "from __future__ import annotations\n\ndef reverse_words(text: List[str]): ...\n"
+    assert S.with_preamble(spec, code) == (
+        "from __future__ import annotations\nfrom typing import List\n\n\n"
+        "def helper(x):\n    return x\n\n\n\ndef reverse_words(text: List[str]): ...\n")
+    assert S.with_preamble(SPEC, code) == code and S.with_preamble(spec, "def (") == "def ("
+
+
 @pytest.mark.parametrize("reply, expected", [
     ("Sure!\n```python\ndef f():\n    return 1\n```\nDone.", "def f():\n    return 1\n"),
     ("```py\nimport os\n```\n```python\ndef f():\n    return 2\n```", "def f():\n    return 2\n"),

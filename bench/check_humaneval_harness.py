@@ -1,0 +1,47 @@
+"""Check the HumanEval scorer itself: the dataset's canonical solutions must pass their hidden
+tests, and a body that returns None must not, through the same safety path and sandbox the
+benchmark uses (``agent.humaneval.run_hidden``). No model is involved.
+
+Usage: .venv/bin/python bench/check_humaneval_harness.py [--limit N]
+Prints each problem where the scorer disagrees, then one summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.core import AutonomousAgent  # noqa: E402
+from agent.humaneval import PROBLEMS, load_problems, run_hidden  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=PROBLEMS)
+    args = parser.parse_args(argv)
+    problems = load_problems()[:args.limit]
+    started, canonical, wrong = time.monotonic(), 0, 0
+    with tempfile.TemporaryDirectory(prefix="humaneval-harness-") as tmp:
+        agent = AutonomousAgent(workspace=Path(tmp), model="embedded")  # the model is never loaded
+        for problem in problems:
+            right = run_hidden(agent, problem, problem.prompt + problem.canonical_solution)
+            canonical += right.passed
+            if not right.passed:
+                print(f"{problem.task_id}: the canonical solution fails: {right.detail}")
+            bad = run_hidden(agent, problem, problem.prompt + "    return None\n")
+            wrong += bad.passed
+            if bad.passed:
+                print(f"{problem.task_id}: a body returning None passes")
+        level = agent.sandbox.level
+    print(f"{canonical} of {len(problems)} canonical solutions pass; {wrong} bodies returning None pass "
+          f"(sandbox: {level}, {time.monotonic() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
