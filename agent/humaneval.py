@@ -52,10 +52,6 @@ PROBLEMS = 164
 MAX_DESCRIPTION = 4000  # memory.schema.json: a skill's description
 HIDDEN_NAME = "humaneval_hidden"  # the hidden tests' run: an empty module and test_humaneval_hidden.py
 HIDDEN_MARK = "HUMANEVAL-HIDDEN-PASSED"
-# A sandbox that could not start (EAGAIN: the machine's processes or namespaces ran out for a
-# moment) says nothing about the code: the hidden tests run again, up to this many times.
-NO_START = re.compile(r"Creating new namespace failed|Resource temporarily unavailable")
-SANDBOX_RETRIES = 3
 CHAT_FIRST_TRY = ("Implement the function {name} in this module; keep the rest of it as it is:\n"
                   "```python\n{prompt}\n```\nReply with the whole module in one ```python block.")
 
@@ -335,14 +331,11 @@ def run_hidden(agent: AutonomousAgent, problem: Problem, code: str, alias: str |
     # The harness's own tier-2 needs (a test holding an absolute path) are approved, in a real
     # sandbox only; tier 3 (eval, exec, ...) stays blocked, as for every run of generated code.
     approvals = Approvals(agent.memory, agent.workspace / "history" / "approvals.log", auto_approve=True)
-    for attempt in range(SANDBOX_RETRIES + 1):
-        outcome = safety.run_generated(name=HIDDEN_NAME, module_source="", workspace=agent.workspace,
-                                       test_source=hidden_program(code, problem, nonce, alias),
-                                       sandbox=agent.sandbox, approvals=approvals, timeout=agent.settings.timeout,
-                                       skills_dir=agent.library.skills_dir, extra_block=agent.settings.block)
-        if outcome.run is None or not NO_START.search(outcome.run.output) or attempt == SANDBOX_RETRIES:
-            break
-        time.sleep(2 ** attempt)  # the machine ran out of processes or namespaces for a moment
+    # (a sandbox that could not start is started again by the sandbox itself: did_not_start)
+    outcome = safety.run_generated(name=HIDDEN_NAME, module_source="", workspace=agent.workspace,
+                                   test_source=hidden_program(code, problem, nonce, alias),
+                                   sandbox=agent.sandbox, approvals=approvals, timeout=agent.settings.timeout,
+                                   skills_dir=agent.library.skills_dir, extra_block=agent.settings.block)
     seconds = time.perf_counter() - started
     if outcome.run is None:
         return Hidden(False, seconds, f"not run: {outcome.reason}")

@@ -63,6 +63,17 @@ def sandbox_identity() -> tuple[int, int] | None:
         return 65534, 65534
 
 
+START_RETRIES = 3  # starts again of a sandbox that could not start (see did_not_start)
+
+
+def did_not_start(result: RunResult) -> bool:
+    """Whether bubblewrap failed before running anything (EAGAIN making a namespace: the
+    machine ran out of namespaces or processes for a moment). Code that prints the same line
+    itself only gets itself run again, at most ``START_RETRIES`` times."""
+    return (result.level == "bwrap" and result.returncode == 1 and not result.stdout
+            and result.stderr.lstrip().startswith("bwrap: Creating new namespace failed"))
+
+
 class SandboxUnavailable(AgentError):
     """The requested sandbox level does not work on this machine."""
 
@@ -123,7 +134,20 @@ class Sandbox:
         inode-limited tmpfs holding copies of its files, so nothing written reaches the host.
         ``readonly`` paths are visible, not writable. The whole process tree is killed on
         timeout and on any exception here (KeyboardInterrupt included), which is re-raised.
+        A sandbox that could not start (bubblewrap found no namespace free for a moment, on a
+        busy machine) says nothing about the code, which never ran: it is started again, up to
+        ``START_RETRIES`` times.
         """
+        for attempt in range(START_RETRIES + 1):
+            result = self._run_once(args, cwd=cwd, timeout=timeout, grants=grants, readonly=readonly,
+                                    output_limit=output_limit)
+            if attempt == START_RETRIES or not did_not_start(result):
+                return result
+            time.sleep(0.25 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _run_once(self, args: list[str], *, cwd: Path, timeout: float, grants: frozenset[str],
+                  readonly: Sequence[Path], output_limit: int) -> RunResult:
         if self.level == "rlimits" and not self.allow_unsandboxed:
             raise SandboxUnavailable(UNSANDBOXED_REFUSAL)
         cwd = self._inside(cwd)

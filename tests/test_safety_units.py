@@ -436,3 +436,34 @@ def test_the_prompt_says_what_a_grant_gives() -> None:
     assert "no local unix" in ApprovalRequest("s", "network").grants
     assert "cannot grant" in ApprovalRequest("s", "files_outside").grants
     assert "cannot install" in ApprovalRequest("s", "install").grants
+
+
+@pytest.mark.parametrize("level, code, out, err, expected", [
+    ("bwrap", 1, "", "bwrap: Creating new namespace failed: Resource temporarily unavailable\n", True),
+    ("bwrap", 1, "", "Traceback ...\nBlockingIOError: [Errno 11] Resource temporarily unavailable\n", False),
+    ("bwrap", 1, "1 passed", "bwrap: Creating new namespace failed: x\n", False),  # something ran
+    ("bwrap", 0, "", "bwrap: Creating new namespace failed: x\n", False),
+    ("landlock", 1, "", "bwrap: Creating new namespace failed: x\n", False),
+])
+def test_a_sandbox_that_did_not_start_is_told_from_code_that_failed(level, code, out, err, expected):
+    from safety.sandbox import RunResult, did_not_start
+    assert did_not_start(RunResult(code, out, err, False, level, 0.01, False)) is expected
+
+
+def test_a_sandbox_that_did_not_start_is_started_again(workspace: Path) -> None:
+    from safety.sandbox import START_RETRIES, RunResult
+
+    class Flaky(Sandbox):
+        starts = 0
+
+        def _run_once(self, args, **kwargs):  # the machine is out of namespaces twice, then not
+            Flaky.starts += 1
+            if Flaky.starts <= 2:
+                return RunResult(1, "", "bwrap: Creating new namespace failed: Resource temporarily unavailable",
+                                 False, "bwrap", 0.01, False)
+            return super()._run_once(args, **kwargs)
+
+    box = Sandbox.probe(workspace)
+    flaky = Flaky(box.workspace, box.level, box.warning, box.limits, box.python, box.allow_unsandboxed)
+    result = flaky.run_python(["-c", "print('ran')"], cwd=workspace)
+    assert result.stdout.strip() == "ran" and Flaky.starts == 3 <= START_RETRIES + 1
