@@ -732,8 +732,8 @@ class AutonomousAgent:
             skill, code, tests = self.memory.get_skill(name), self.library.source(name), self.library.tests(name)
             if skill is None or code is None or tests is None or not skill.get("signature"):
                 raise AgentError(f"no saved skill named {name!r} to improve (see :skills)")
-            goal = f"improve {name}: {what or improve.DEFAULT_GOAL}"[:MAX_GOAL_CHARS]
-            if what and len(f"improve {name}: {what}") > MAX_GOAL_CHARS:
+            goal = f"improve {name}: {what or improve.DEFAULT_GOAL}"
+            if len(goal) > MAX_GOAL_CHARS:
                 raise AgentError(f"say what to improve in at most {MAX_GOAL_CHARS - 20:,} characters")
             self._check_storage()
             findings = improve.lint(code, f"{name}.py")

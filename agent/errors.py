@@ -47,6 +47,6 @@ class CallRefused(AgentError):
 
 def start_error(err: AgentError | OSError) -> str:
     """The one line an entry point prints when an agent cannot start on its workspace."""
-    if isinstance(err, OSError) and not isinstance(err, AgentError):
+    if isinstance(err, OSError):
         return f"error: cannot use workspace {err.filename}: {err.strerror}"
     return f"error: {err}"

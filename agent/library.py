@@ -12,11 +12,12 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Container
 from pathlib import Path
 
 from agent.rank import rank
 from safety.paths import (
+    SKILL_NAME,
     InvalidSkillName,
     resolve_inside,
     safe_read_text,
@@ -36,7 +37,7 @@ def skill_document(skill: dict) -> str:
 SKILL_REFERENCE = re.compile(r"\bskills\.([a-z_][a-z0-9_]{0,63})\b")
 
 
-def dependencies(source: str, saved: Collection[str] = (), *, strings: bool = False) -> list[str]:
+def dependencies(source: str, saved: Container[str] = (), *, strings: bool = False) -> list[str]:
     """The saved skills a module imports, in the order first seen: ``from skills.x import ...``,
     ``import skills.x``, ``from skills import x``, and a top-level import of a name in ``saved``
     (the form skills used before the package). With ``strings`` (for the gates, which would
@@ -72,6 +73,17 @@ def dependencies(source: str, saved: Collection[str] = (), *, strings: bool = Fa
             if name not in found:
                 found.append(name)
     return found
+
+
+class _Saved:
+    """``name in saved``: whether ``skills/<name>.py`` exists (``exclude`` never does)."""
+
+    def __init__(self, skills_dir: Path, exclude: str | None) -> None:
+        self.skills_dir, self.exclude = skills_dir, exclude
+
+    def __contains__(self, name: object) -> bool:
+        return (isinstance(name, str) and name != self.exclude and name != "__init__"
+                and SKILL_NAME.fullmatch(name) is not None and (self.skills_dir / f"{name}.py").is_file())
 
 
 class SkillLibrary:
@@ -138,9 +150,10 @@ class SkillLibrary:
             return None
         return safe_read_text(self.workspace, relative)
 
-    def saved(self) -> set[str]:
-        """The names of the skills with a module in ``skills/``."""
-        return {p.stem for p in self.skills_dir.glob("*.py") if p.stem != "__init__"}
+    def saved(self, exclude: str | None = None) -> _Saved:
+        """The skills with a module in ``skills/``, as a container asked name by name (every test
+        run asks: a listing of the directory would cost that run a scan of every skill)."""
+        return _Saved(self.skills_dir, exclude)
 
     def dependencies(self, source: str) -> list[str]:
         """The saved skills ``source`` uses (see ``dependencies``)."""
@@ -151,7 +164,7 @@ class SkillLibrary:
         ``exclude``: the skill under test, whose tests import it by name (its saved version,
         if the code imports that too, was gated when it was saved, for the same skill's grants)."""
         found: dict[str, str] = {}
-        saved = self.saved() - {exclude}
+        saved = self.saved(exclude)
         todo = [name for source in sources for name in dependencies(source, saved, strings=True)]
         while todo:
             name = todo.pop()

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent import planner, prompts  # noqa: E402
-from agent.core import AutonomousAgent  # noqa: E402
+from agent.core import AutonomousAgent, DirectiveResult  # noqa: E402
 from agent.llm.base import Request  # noqa: E402
 from agent.nodes import BODY_STOPS  # noqa: E402
 from agent.spec import complete_module, stub  # noqa: E402
@@ -37,6 +37,18 @@ def reference_passes(agent: AutonomousAgent, name: str, code: str, case: Case) -
     tests = f"import json\nfrom {name} import {name} as f\n\n\ndef test_reference():\n{body}\n"
     outcome = agent.execute(name, code, tests)
     return outcome.run is not None and outcome.run.ok
+
+
+def run_case(agent: AutonomousAgent, case: Case) -> tuple[DirectiveResult, float, bool | None, str]:
+    """One directive of the list: its result, seconds, whether its skill passes the reference
+    checks (None: no skill), and the status a table shows (``no_plan`` as itself)."""
+    started = time.monotonic()
+    result = agent.run(case.goal)
+    seconds = time.monotonic() - started
+    passes = None
+    if result.ok and result.skill:
+        passes = reference_passes(agent, result.skill, agent.library.source(result.skill) or "", case)
+    return result, seconds, passes, result.reason if result.reason == "no_plan" else result.status
 
 
 def greedy_baseline(agent: AutonomousAgent, case: Case) -> bool | None:
@@ -60,14 +72,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-embedded-") as tmp:
         for i, case in enumerate(c for c in CASES if args.kind in (None, c.kind)):
             agent = AutonomousAgent(workspace=Path(tmp) / f"ws{i}", model=args.model, max_iter=args.max_iter)
-            started = time.monotonic()
-            result = agent.run(case.goal)
-            seconds = time.monotonic() - started
-            passes = None
-            if result.ok and result.skill:
-                passes = reference_passes(agent, result.skill, agent.library.source(result.skill) or "", case)
+            result, seconds, passes, status = run_case(agent, case)
             greedy = greedy_baseline(agent, case) if case.kind == "signature" else None
-            status = result.reason if result.reason == "no_plan" else result.status
             rows.append({"kind": case.kind, "skill": result.skill or "-", "status": status,
                          "iterations": result.iterations, "seconds": seconds, "reference": passes,
                          "greedy": greedy})

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.config import load_settings  # noqa: E402
 from agent.core import AutonomousAgent  # noqa: E402
-from bench.bench_embedded import reference_passes  # noqa: E402
+from bench.bench_embedded import run_case  # noqa: E402
 from bench.cases import CASES  # noqa: E402
 
 SHOWN = "was fixed by writing:"  # a completion model's fix comment with a past fix
@@ -53,12 +53,7 @@ def worker(args: argparse.Namespace) -> int:
     agent = AutonomousAgent(workspace=args.workspace, model=args.model, max_iter=args.max_iter, settings=settings)
     rows = []
     for case in (c for c in CASES if args.kind in (None, c.kind)):
-        started = time.monotonic()
-        result = agent.run(case.goal)
-        seconds = time.monotonic() - started
-        passes = None
-        if result.ok and result.skill:
-            passes = reference_passes(agent, result.skill, agent.library.source(result.skill) or "", case)
+        result, seconds, passes, status = run_case(agent, case)
         shown = same = 0
         for event in agent.memory.history.events(result.directive_id):
             if event["kind"] != "model_call" or event.get("phase") != "write":
@@ -67,7 +62,6 @@ def worker(args: argparse.Namespace) -> int:
             if SHOWN in prompt or SHOWN_CHAT in prompt:
                 shown += 1
                 same += f"A similar error in {result.skill} was fixed" in prompt or f"- {result.skill} (" in prompt
-        status = result.reason if result.reason == "no_plan" else result.status
         rows.append({"kind": case.kind, "goal": case.goal, "skill": result.skill or "-", "status": status,
                      "iterations": result.iterations, "seconds": round(seconds, 1), "reference": passes,
                      "fix_prompts": shown, "same_skill": same})
