@@ -26,6 +26,7 @@ ENV_VARS = {
     "ollama_host": "OLLAMA_HOST",
     "sandbox": "AGENT_SANDBOX",
     "past_fixes": "AGENT_PAST_FIXES",
+    "warm_sandbox": "AGENT_WARM_SANDBOX",
 }
 DEFAULT_CONFIG_NAME = "agent.toml"
 MAX_CONFIG_BYTES = 256 * 1024
@@ -48,6 +49,8 @@ class Settings:
     # a fix prompt shows similar past failures and the diffs that fixed them: True, False, or None
     # (auto): chat models only, since on the embedded completion model they raised iterations
     past_fixes: bool | None = None
+    # a directive's test runs share one warm sandbox (bwrap), each in a fresh child: see safety/warm.py
+    warm_sandbox: bool = True
 
 
 # Settings read from the [safety] table of the config file (and only from there).
@@ -118,7 +121,7 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
     if name == "block":
         return _block_rules(value, origin)
     try:
-        if isinstance(value, bool) and name not in ("yes", "allow_unsandboxed", "past_fixes"):
+        if isinstance(value, bool) and name not in ("yes", "allow_unsandboxed", "past_fixes", "warm_sandbox"):
             raise ValueError  # TOML's true is no number, model or path
         if name == "workspace":
             return Path(_text(value, utf8=False)).expanduser()
@@ -146,7 +149,7 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             if not isinstance(value, bool):
                 raise ValueError
             return value
-        if name in ("yes", "past_fixes"):
+        if name in ("yes", "past_fixes", "warm_sandbox"):
             if isinstance(value, bool):
                 return value
             answer = str(value).strip().lower()

@@ -320,6 +320,7 @@ class AutonomousAgent:
         if self._sandbox is None:
             self._sandbox = Sandbox.probe(self.workspace, force_level=self.settings.sandbox,
                                           allow_unsandboxed=self.settings.allow_unsandboxed)
+            self._sandbox.warm = self.settings.warm_sandbox
         return self._sandbox
 
     def execute(self, name: str, module_source: str, test_source: str,
@@ -445,10 +446,11 @@ class AutonomousAgent:
                 where = (f"from the last completed step (iteration {run.iteration})" if saved.get("spec")
                          else "from the start: it stopped while planning")
                 run.emit(Event("RESUME", where, run.iteration, run.max_iterations, run.tokens))
-            final = run.loop(None if saved is not None else fresh)
-            if final.get("reason") == "incompatible" and (
-                    replace(final["spec"]["name"], final["incompatible"]) if callable(replace) else replace):
-                final = self._replace(run, final)
+            with self.sandbox.session():   # one warm sandbox for the directive's test runs
+                final = run.loop(None if saved is not None else fresh)
+                if final.get("reason") == "incompatible" and (
+                        replace(final["spec"]["name"], final["incompatible"]) if callable(replace) else replace):
+                    final = self._replace(run, final)
             if final.get("reason") == "passed" and confirm is not None:
                 final = self._ask_the_user(run, final, confirm)
             result = self._finish(final, run)

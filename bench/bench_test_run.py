@@ -1,7 +1,10 @@
 """Where one sandboxed test run of a skill spends its time: the gates (our own, then bandit), the
 sandbox's start (``python -c pass`` through ``Sandbox.run_python``), pytest's start, the doctests,
 the example tests and the automatic property checks (hypothesis, 50 cases); then the whole run
-through ``AutonomousAgent.execute`` (``safety.run_generated``), as the loop makes it.
+through ``AutonomousAgent.execute`` (``safety.run_generated``), as the loop makes it. Each test
+step runs cold (a sandbox, an interpreter and pytest started for the run) and warm (inside
+``Sandbox.session()``, as a directive's runs are: a fresh child of a worker started once; see
+safety/warm.py). The worker's start, paid once per directive, is measured on its own.
 
 Usage: .venv/bin/python bench/bench_test_run.py [--runs 10]
 Prints the median and p95 of each step, one table, with what each adds to the one before.
@@ -74,20 +77,36 @@ def main(argv: list[str] | None = None) -> int:
              lambda: [policy.check_code(s, with_bandit=False) for s in (CODE, full_tests)]),
             ("gates with bandit (safety.gate)", lambda: safety.gate("add", CODE, full_tests)),
             ("sandbox start: python -c pass", lambda: sandbox.run_python(["-c", "pass"], cwd=run_dir)),
+        ]
+        tests: list[tuple[str, Callable[[], object]]] = [
             ("+ pytest start, one trivial test", pytest_run(BARE, TRIVIAL)),
             ("+ a doctest (--doctest-modules)", pytest_run(CODE, TRIVIAL)),
             ("+ an example test", pytest_run(CODE, SPEC["tests"])),
             ("+ property checks (50 hypothesis cases)", pytest_run(CODE, full_tests)),
             ("whole run: agent.execute (gates + all above)", whole),
         ]
+
+        def start_worker() -> object:
+            with sandbox.session():
+                return pytest_run(BARE, TRIVIAL)()
+
         print(f"one sandboxed test run, {args.runs} runs each (sandbox: {sandbox.level})")
-        print(f"{'step':<46}{'median ms':>10}{'p95 ms':>9}{'adds ms':>9}")
-        previous = None
-        for label, step in steps:
+        print(f"{'step':<46}{'median ms':>10}{'p95 ms':>9}{'adds ms':>9}{'warm ms':>9}{'p95 ms':>9}{'adds ms':>9}")
+        previous = previous_warm = None
+        for label, step in steps + tests:
             median, p95 = measure(args.runs, step)
             adds = "" if previous is None or not label.startswith("+") else f"{median - previous:>9.0f}"
-            print(f"{label:<46}{median:>10.0f}{p95:>9.0f}{adds}", flush=True)
+            line = f"{label:<46}{median:>10.0f}{p95:>9.0f}{adds:>9}"
+            if (label, step) in tests:
+                with sandbox.session():
+                    warm, warm_p95 = measure(args.runs, step)
+                more = "" if previous_warm is None or not label.startswith("+") else f"{warm - previous_warm:>9.0f}"
+                line += f"{warm:>9.0f}{warm_p95:>9.0f}{more:>9}"
+                previous_warm = warm
+            print(line, flush=True)
             previous = median
+        median, p95 = measure(max(3, args.runs // 3), start_worker)
+        print(f"{'warm worker start + first run (once a directive)':<46}{'':>10}{'':>9}{'':>9}{median:>9.0f}{p95:>9.0f}")
     return 0
 
 

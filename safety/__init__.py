@@ -44,6 +44,7 @@ if SKILLS_DIR:
 '''
 # Plugins installed beside pytest that a skill's run never needs; langsmith's alone costs ~1 s a run.
 NO_PLUGINS = ("-p", "no:langsmith_plugin", "-p", "no:anyio", "-p", "no:typeguard")
+PYTEST_ARGS = ("-q", "-p", "no:cacheprovider", *NO_PLUGINS, "--doctest-modules")
 COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)")
 TEST_FILE = re.compile(r"test_[a-z0-9_]{1,100}\.py")
 SUMMARY = re.compile(r"^=*\s*(?:\d+ \w+|no tests ran).* in [\d.]+s", re.M)
@@ -148,19 +149,23 @@ def run_generated(*, name: str, module_source: str, test_source: str, workspace:
 def _run_in_exec_dir(name: str, module_source: str, tests: dict[str, str], workspace: Path,
                      sandbox: Sandbox, timeout: float, skills_dir: Path | None,
                      granted: frozenset[str]) -> TestRun:
+    skills = str(Path(skills_dir).resolve()) if skills_dir else ""
+    readonly = [Path(skills)] if skills else []
+    warm = sandbox.run_warm({f"{name}.py": module_source, **tests, "conftest.py": CONFTEST.format(skills=skills)},
+                            [*PYTEST_ARGS, "--rootdir", "{run_dir}", f"{name}.py", *tests],
+                            timeout=timeout, grants=granted, readonly=readonly)
+    if warm is not None:
+        return parse_pytest(warm)
     rel = f"exec/{name}-{secrets.token_hex(4)}"
     exec_dir = resolve_inside(workspace, rel)
     try:
         safe_write_text(workspace, f"{rel}/{name}.py", module_source)
         for filename, source in tests.items():
             safe_write_text(workspace, f"{rel}/{filename}", source)
-        skills = str(Path(skills_dir).resolve()) if skills_dir else ""
         safe_write_text(workspace, f"{rel}/conftest.py", CONFTEST.format(skills=skills))
         exec_dir.chmod(0o700)
-        readonly = [Path(skills)] if skills else []
         result = sandbox.run_python(
-            ["-m", "pytest", "-q", "-p", "no:cacheprovider", *NO_PLUGINS, "--doctest-modules",
-             "--rootdir", str(exec_dir), f"{name}.py", *tests],
+            ["-m", "pytest", *PYTEST_ARGS, "--rootdir", str(exec_dir), f"{name}.py", *tests],
             cwd=exec_dir, timeout=timeout, grants=granted, readonly=readonly)
     finally:
         note = safe_rmtree(exec_dir)

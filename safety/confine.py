@@ -31,6 +31,8 @@ DENIED_SYSCALLS = (
     "fanotify_init", "migrate_pages", "move_pages", "mbind", "set_mempolicy",
     "setxattr", "lsetxattr", "fsetxattr", "setxattrat", "removexattr", "lremovexattr",
     "fremovexattr", "removexattrat", "mknod", "mknodat",
+    # SysV IPC and POSIX message queues: kernel objects that outlive the processes that made them
+    "shmget", "msgget", "semget", "mq_open",
 )
 # Syscalls that do file, socket or process work on the code's behalf, out of the filter's
 # sight (io_uring runs openat/socket/connect from a kernel worker): ENOSYS, as if absent.

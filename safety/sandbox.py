@@ -14,6 +14,7 @@ cgroup per run bounding memory, processes and CPU for the whole tree (see cgroup
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -25,13 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import AgentError, UnsafePath
 from safety import confine
 from safety.cgroup import RunCgroup
+from safety.warm import WarmWorker, WorkerPool, exec_dir_for
 
 LEVELS = ("bwrap", "landlock", "rlimits")
 SANDBOX_UID = 65534   # the uid inside bubblewrap's user namespace
@@ -97,6 +99,9 @@ class Sandbox:
     limits: confine.Limits = field(default_factory=confine.Limits)
     python: str = sys.executable
     allow_unsandboxed: bool = False   # run code at the rlimits level (not a sandbox) anyway
+    warm: bool = True                 # test runs in a session reuse a warm worker (bwrap only)
+    _pool: WorkerPool = field(default_factory=WorkerPool, repr=False, compare=False)
+    _warm_failures: int = field(default=0, repr=False, compare=False)
 
     @classmethod
     def probe(cls, workspace: Path, *, force_level: str | None = None,
@@ -124,6 +129,53 @@ class Sandbox:
         return f"sandbox: {self.level} — {text}"
 
     # -- running ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Sandbox]:
+        """Test runs made inside (``run_warm``) share warm workers, each started once: see
+        safety/warm.py. When the last session ends, its workers are stopped."""
+        with self._pool.lock:
+            self._pool.sessions += 1
+        try:
+            yield self
+        finally:
+            with self._pool.lock:
+                self._pool.sessions -= 1
+                last = self._pool.sessions == 0
+            if last:
+                self._pool.close_all()
+
+    def run_warm(self, files: Mapping[str, str], args: Sequence[str], *, timeout: float = 15.0,
+                 grants: frozenset[str] = frozenset(), readonly: Sequence[Path] = (),
+                 output_limit: int = 64_000) -> RunResult | None:
+        """Run ``python -m pytest <args>`` over ``files`` in a warm worker's fresh child
+        (``{run_dir}`` in ``args`` is the run's directory), or return None when no warm worker
+        can take it (not in a session, not bwrap, switched off, or none would start): the caller
+        then runs it cold. The code has not run when this returns None."""
+        if not (self.warm and self.level == "bwrap" and self._pool.sessions > 0 and self._warm_failures < 3):
+            return None
+        key = (frozenset(grants), tuple(sorted(str(Path(p).resolve()) for p in readonly)))
+        for _ in range(2):
+            worker = self._pool.take(key) or self._start_worker(grants, readonly)
+            if worker is None:
+                return None
+            result = worker.run(files, args, timeout=timeout, limit=output_limit)
+            if result is not None:
+                self._pool.give_back(key, worker)
+                return result
+            worker.close()
+        return None
+
+    def _start_worker(self, grants: frozenset[str], readonly: Sequence[Path]) -> WarmWorker | None:
+        for attempt in range(START_RETRIES + 1):
+            exec_dir = self._inside(exec_dir_for(self.workspace))
+            worker = WarmWorker.start(self, exec_dir, grants=grants, readonly=readonly)
+            if worker is not None:
+                self._pool.started += 1
+                return worker
+            time.sleep(0.25 * 2 ** attempt)
+        self._warm_failures += 1
+        return None
 
     def run_python(self, args: list[str], *, cwd: Path, timeout: float = 15.0,
                    grants: frozenset[str] = frozenset(), readonly: Sequence[Path] = (),
