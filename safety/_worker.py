@@ -33,7 +33,6 @@ import os
 import re
 import resource
 import selectors
-import shutil
 import signal
 import stat
 import sys
