@@ -3,9 +3,11 @@ guard, held-back examples, and the test module a run executes.
 
 The property checks are rendered as a pytest module (``PROPERTY_TESTS``) that runs in the sandbox
 with the other tests: inputs are drawn by ``hypothesis`` from the annotated parameter types, and
-each case must (1) not raise, beyond ``ValueError`` for invalid input and exceptions the skill
-raises on purpose or names in its docstring, (2) return what the annotation says (``typeguard``),
-(3) return the same result when called again with the same arguments.
+each case must (1) not raise, beyond ``ValueError`` for invalid input, exceptions the skill
+raises on purpose or names in its docstring, and domain errors (``ArithmeticError``,
+``LookupError``: ``mean([])``, ``largest_divisor(1)``, inputs the function is not for), (2) return
+what the annotation says (``typeguard``), (3) return the same result when called again with the
+same arguments. A case over 1 s (``prime_fib(25)``) is not judged, nor, past 5 s in all, the rest.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import ast as _ast
 import copy as _copy
 import inspect as _inspect
 import re as _re
+import signal as _signal
+import time as _time
 import types as _types
 import typing as _typing
 
@@ -99,7 +103,37 @@ def _documented_names():
 
 
 def _documented(err):
-    return any(cls.__name__ in _DOCUMENTED for cls in _inspect.getmro(type(err)))
+    """Raised on purpose, named in the docstring, or a domain error (a division by zero, a missing
+    key or index): an input outside what the function is for, not a bug the checks can judge."""
+    return isinstance(err, (ArithmeticError, LookupError)) or any(
+        cls.__name__ in _DOCUMENTED for cls in _inspect.getmro(type(err)))
+
+
+class _Slow(BaseException):
+    """One input took longer than the checks give one case."""
+
+
+_CASE_SECONDS = 1.0      # one input over this is outside what the checks judge (prime_fib(25), say)
+_BUDGET = {"left": 5.0}  # seconds for all the cases; what is left over is not tried
+
+
+def _timed(call):
+    """``call()``, stopped with ``_Slow`` past ``_CASE_SECONDS`` or the budget left."""
+    if _BUDGET["left"] <= 0:
+        raise _Slow
+    started = _time.monotonic()
+
+    def _stop(signum, frame):
+        raise _Slow
+
+    previous = _signal.signal(_signal.SIGALRM, _stop)
+    _signal.setitimer(_signal.ITIMER_REAL, min(_CASE_SECONDS, _BUDGET["left"]))
+    try:
+        return call()
+    finally:
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
+        _signal.signal(_signal.SIGALRM, previous)
+        _BUDGET["left"] -= _time.monotonic() - started
 
 
 def test_signature_matches_the_plan():
@@ -129,7 +163,9 @@ _DOCUMENTED = _documented_names()
 def $test_name(args):
     call = "$name(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
     try:
-        first = _skill(**_copy.deepcopy(args))
+        first = _timed(lambda: _skill(**_copy.deepcopy(args)))
+    except _Slow:
+        return
     except Exception as err:
         if _documented(err):
             return
@@ -138,7 +174,10 @@ def $test_name(args):
         _check_type(first, _RETURNS)
     except _TypeCheckError as err:
         raise AssertionError(f"{call} returned {first!r}, not the annotated type: {err}") from None
-    again = _skill(**_copy.deepcopy(args))
+    try:
+        again = _timed(lambda: _skill(**_copy.deepcopy(args)))
+    except _Slow:
+        return
     assert again == first or (again != again and first != first), \\
         f"{call} returned {first!r}, then {again!r} when called again"
 ''')

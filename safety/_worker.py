@@ -15,13 +15,15 @@ What keeps one run from another, each step before the worker says it is ready ag
   the run directory) is put back as it was when the worker started: what a run added is
   removed and modes it changed are set back, so no file of a run is there for the next one;
 - SysV and POSIX message-queue IPC, the one kernel state that outlives processes, is refused
-  by the seccomp filter.
+  by the seccomp filter, as are limits and scheduling set on another process (the worker);
+  the worker also checks its own after each run and ends if they changed.
 If any of that cannot be done, the worker exits, and the next run starts a fresh sandbox.
 
 Protocol, one JSON object a line: it reads requests on stdin and writes replies on the
 descriptor that was its stdout (its own stdout and stderr then go to /dev/null and stderr).
   -> {"ready": true}                                          after start, and after each cleanup
   <- {"files": {name: text}, "args": [...], "timeout": s, "cpu": s, "limit": bytes}
+  -> {"forked": true}                                         the child runs: from here, the code ran
   -> {"returncode": n|null, "stdout": str, "stderr": str, "timed_out": bool, "truncated": bool}
 """
 
@@ -68,8 +70,10 @@ def send(channel, obj):
     channel.flush()
 
 
-def child(run_dir, args, cpu, out_w, err_w):
-    """In the forked child: only its own pipes, its own CPU limit, then pytest."""
+def child(run_dir, args, cpu, out_w, err_w, names):
+    """In the forked child: only its own pipes, its own CPU limit, none of the worker's modules
+    named like the run's files (a skill called ``fractions`` is the skill, as in a cold run),
+    then pytest, then what an interpreter does at exit (waiting for threads, atexit)."""
     try:
         os.chdir(run_dir)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -81,6 +85,8 @@ def child(run_dir, args, cpu, out_w, err_w):
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process ends with it
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        for module in [m for m in sys.modules if m.split(".")[0] in names]:
+            del sys.modules[module]
         import pytest
         code = int(pytest.main(args))
     except SystemExit as exc:
@@ -90,6 +96,11 @@ def child(run_dir, args, cpu, out_w, err_w):
         traceback.print_exc()
         code = 1
     try:
+        sys.stdout.flush()         # as pytest's console_main does
+        import atexit
+        import threading
+        threading._shutdown()      # as at an interpreter's exit: non-daemon threads are waited for
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
@@ -175,7 +186,11 @@ def scan(root, found=None, *, nested=True):
             os.chmod(directory, stat.S_IRWXU | stat.S_IMODE(os.lstat(directory).st_mode))
             entries = list(os.scandir(directory))
         for entry in entries:
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except PermissionError:   # a directory the code made readable but not searchable
+                os.chmod(directory, stat.S_IRWXU | stat.S_IMODE(os.lstat(directory).st_mode))
+                st = entry.stat(follow_symlinks=False)
             if st.st_dev != dev:
                 if nested and stat.S_ISDIR(st.st_mode) and os.access(entry.path, os.W_OK):
                     scan(entry.path, found)
@@ -221,7 +236,7 @@ def restore(snapshot):
             os.chmod(path, mode)
 
 
-def run_one(request, home, number):
+def run_one(request, home, number, channel):
     run_dir = os.path.join(home, f"run-{number}")
     os.mkdir(run_dir, 0o700)
     for name, text in request["files"].items():
@@ -237,9 +252,11 @@ def run_one(request, home, number):
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        child(run_dir, args, int(request["cpu"]), out_w, err_w)
+        names = {name[:-3] for name in request["files"]}
+        child(run_dir, args, int(request["cpu"]), out_w, err_w, names)
     os.close(out_w)
     os.close(err_w)
+    send(channel, {"forked": True})   # from here on, the code has run
     try:
         status, (out, err), timed_out, truncated = collect(pid, [out_r, err_r], float(request["timeout"]),
                                                           int(request["limit"]))
@@ -250,9 +267,17 @@ def run_one(request, home, number):
             "stderr": err.decode("utf-8", "replace"), "timed_out": timed_out, "truncated": truncated}, pid
 
 
+def own_state():
+    """What a run could change of the worker from outside it (prlimit, setpriority, affinity,
+    the scheduler, given its pid): compared after each run, and the worker ends if it changed."""
+    limits = {name: resource.getrlimit(getattr(resource, name)) for name in dir(resource) if name.startswith("RLIMIT_")}
+    return (limits, os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)), os.sched_getscheduler(0),
+            os.sched_getparam(0).sched_priority)
+
+
 def main():
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    snapshot = scan("/")
+    snapshot, state = scan("/"), own_state()
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 1)           # a stray print never reaches the channel
@@ -264,12 +289,15 @@ def main():
     for line in sys.stdin:
         number += 1
         request = json.loads(line)
-        reply, pid = run_one(request, home, number)
+        reply, pid = run_one(request, home, number, channel)
         send(channel, reply)
         if not kill_everything_else(pid):
             sys.stderr.write("worker: a process of the run could not be killed\n")
             return 3
         restore(snapshot)
+        if own_state() != state:
+            sys.stderr.write("worker: the run changed the worker's limits or scheduling\n")
+            return 3
         send(channel, {"ready": True})
     return 0
 

@@ -44,6 +44,10 @@ MODE_ARG = {"chmod": 1, "fchmod": 1, "fchmodat": 2, "fchmodat2": 2, "creat": 1, 
 CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000,
                          0x20000000, 0x40000000, 0x00000080)  # NEWNS CGROUP UTS IPC USER PID NET TIME
 IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# Syscalls that set another process's limits or scheduling, by the argument holding its pid (0:
+# the caller itself, which stays allowed): a run could otherwise change the warm worker's.
+OTHER_PROCESS_ARG = {"prlimit64": 0, "setpriority": 1, "sched_setaffinity": 0, "sched_setscheduler": 0,
+                     "sched_setparam": 0, "sched_setattr": 0, "ioprio_set": 1}
 
 
 @functools.lru_cache(maxsize=16)
@@ -71,6 +75,11 @@ def seccomp_program(*, network: bool, confine_group: bool) -> str:
                 filt.add_rule(eperm, name, sc.Arg(arg, sc.MASKED_EQ, bit, bit))
             except (OSError, RuntimeError, ValueError):
                 continue
+    for name, arg in OTHER_PROCESS_ARG.items():   # limits and scheduling of another process
+        try:
+            filt.add_rule(eperm, name, sc.Arg(arg, sc.NE, 0))
+        except (OSError, RuntimeError, ValueError):
+            continue
     for flag in CLONE_NAMESPACE_FLAGS:
         filt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     if network:

@@ -159,7 +159,11 @@ class Sandbox:
             worker = self._pool.take(key) or self._start_worker(grants, readonly)
             if worker is None:
                 return None
-            result = worker.run(files, args, timeout=timeout, limit=output_limit)
+            try:
+                result = worker.run(files, args, timeout=timeout, limit=output_limit)
+            except BaseException:   # Ctrl+C, say: this worker is in the middle of a run
+                worker.close()
+                raise
             if result is not None:
                 self._pool.give_back(key, worker)
                 return result
@@ -168,7 +172,7 @@ class Sandbox:
 
     def _start_worker(self, grants: frozenset[str], readonly: Sequence[Path]) -> WarmWorker | None:
         for attempt in range(START_RETRIES + 1):
-            exec_dir = self._inside(exec_dir_for(self.workspace))
+            exec_dir = exec_dir_for(self._inside(self.workspace))
             worker = WarmWorker.start(self, exec_dir, grants=grants, readonly=readonly)
             if worker is not None:
                 self._pool.started += 1

@@ -65,6 +65,8 @@ class WarmWorker:
         except BaseException:
             if cgroup:
                 cgroup.remove()
+            from safety.paths import safe_rmtree
+            safe_rmtree(exec_dir)
             raise
         worker = cls(proc, cgroup, exec_dir, sandbox.level)
         try:
@@ -95,6 +97,9 @@ class WarmWorker:
             return None
         self.ready = False
         self.runs += 1
+        if self._read(READY_TIMEOUT) != {"forked": True}:
+            self.close()
+            return None   # the worker died before the code ran (while writing its files, say)
         reply = self._read(timeout + 5.0)
         seconds = time.monotonic() - started
         oom = bool(self.cgroup and self.cgroup.oom_killed())

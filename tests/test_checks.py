@@ -28,7 +28,17 @@ def agent(tmp_path_factory) -> AutonomousAgent:
      "        return False\n    return True", True, ""),
     # raising ValueError on invalid input is the documented Python convention
     ("parse_int(text: str) -> int", "return int(text)", True, ""),
-    ("first(items: list[int]) -> int", "return items[0]", False, "raised IndexError"),
+    # a domain error (an index, a key, a division by zero) says the input is not one the function
+    # is for: HumanEval's canonical solutions all have such inputs (mean([]), largest_divisor(1))
+    ("first(items: list[int]) -> int", "return items[0]", True, ""),
+    ("ratio(a: int, b: int) -> float", "return a / b", True, ""),
+    # a bug whatever the input is still one
+    ("first_word(text: str) -> str", "return text.split()[0].upper(1)", False, "raised TypeError"),
+    ("missing(n: int) -> int", "return undefined_name + n", False, "raised NameError"),
+    # an input the function takes over a second on is not judged; the rest are
+    ("slow_for_big(n: int) -> int", "import time\n    time.sleep(2 if n > 20 else 0)\n    return n", True, ""),
+    ("slow_then_wrong(n: int) -> int", "import time\n    time.sleep(2 if n > 20 else 0)\n    return str(n)", False,
+     "not the annotated type"),
     ("words(text: str) -> bool", "return text.split(' ')", False, "not the annotated type"),
     ("noisy(n: int) -> int", "import random\n    return n + random.randint(0, 10**9)", False,
      "when called again"),
@@ -109,10 +119,11 @@ def test_probes_report_values_and_exceptions_through_the_sandbox(agent):
 
 def test_an_exception_named_in_the_docstring_is_documented(agent):
     spec = spec_for("lookup(key: str) -> int")
-    code = ('def lookup(key: str) -> int:\n    """The value of key.\n\n    Raises KeyError for unknown keys.\n    """\n'
-            "    return {'a': 1}[key]\n")
+    code = ('def lookup(key: str) -> int:\n    """The value of key.\n\n'
+            '    Raises TypeError for unknown keys.\n    """\n'
+            "    unknown = None\n    return 1 if key == 'a' else unknown + 1\n")
     outcome = agent.execute("lookup", code, checks.test_module(spec))
     assert outcome.run is not None and outcome.run.ok, outcome.run.output[-1500:]
-    undocumented = code.replace("Raises KeyError for unknown keys.", "Looks it up.")
+    undocumented = code.replace("Raises TypeError for unknown keys.", "Looks it up.")
     outcome = agent.execute("lookup", undocumented, checks.test_module(spec))
-    assert not outcome.run.ok and "raised KeyError" in outcome.run.output
+    assert not outcome.run.ok and "raised TypeError" in outcome.run.output

@@ -44,6 +44,10 @@ SAME = [
     ("collection_error", "from add import nothing\ndef test_a():\n    pass\n", (0, 0, 2), 2),
     ("exits_hard", "import os\ndef test_a():\n    os._exit(0)\n", (0, 0, 0), 0),
     ("raises_systemexit", "import sys\nsys.exit(3)\n", (0, 0, 1), 3),
+    ("waits_for_threads", "import threading, time\nfrom add import add\ndef test_a():\n"
+     "    threading.Thread(target=time.sleep, args=(60,)).start()\n    assert add(1, 1) == 2\n", None, None),
+    ("atexit_exit_code", "import atexit, os\natexit.register(lambda: os._exit(3))\ndef test_a():\n    pass\n",
+     (2, 0, 1), 3),
     ("prints_a_fake_summary", "def test_a():\n    print('=== 9 passed in 0.01s ===')\n    assert False\n",
      (1, 1, 0), 1),
 ]
@@ -51,13 +55,27 @@ SAME = [
 
 @pytest.mark.parametrize(("test", "counts", "code"), [row[1:] for row in SAME], ids=[row[0] for row in SAME])
 def test_warm_and_cold_runs_agree(box, tmp_path, test, counts, code):
-    cold = run(box, tmp_path, test)
+    cold = run(box, tmp_path, test, timeout=3)
     with box.session():
-        warm = run(box, tmp_path, test)
+        warm = run(box, tmp_path, test, timeout=3)
+    if counts is None:   # timed out
+        assert cold.timed_out and warm.timed_out and not cold.ok and not warm.ok
+        return
     assert (cold.passed, cold.failed, cold.errors) == counts
     assert (warm.passed, warm.failed, warm.errors) == counts
     assert (cold.returncode, warm.returncode) == (code, code)
     assert box._pool.started == 1
+
+
+@pytest.mark.parametrize("name", ["fractions", "hypothesis", "typeguard", "queue"])
+def test_a_skill_named_like_a_module_the_worker_loaded_is_the_skill(box, tmp_path, name):
+    module = f"def {name}(a: int) -> int:\n    return a + 1\n"
+    test = f"from {name} import {name}\ndef test_a():\n    assert {name}(1) == 2\n"
+    cold = safety._run_in_exec_dir(name, module, {f"test_{name}.py": test}, tmp_path, box, 10, None, frozenset())
+    with box.session():
+        warm = safety._run_in_exec_dir(name, module, {f"test_{name}.py": test}, tmp_path, box, 10, None, frozenset())
+    assert cold.ok, cold.output
+    assert warm.ok, warm.output
 
 
 def test_a_run_past_its_time_is_killed_and_the_next_one_runs(box, tmp_path):
@@ -173,6 +191,49 @@ def test_a_run_that_stops_the_worker_times_out(box, tmp_path):
         after = run(box, tmp_path, "from add import add\ndef test_a():\n    assert add(1, 1) == 2\n")
     assert stopped.timed_out and not stopped.ok
     assert after.ok
+
+
+CHANGE_THE_WORKER = {
+    "rlimit": "resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (20, 20))",
+    "file_size": "resource.prlimit(os.getppid(), resource.RLIMIT_FSIZE, (1, 1))",
+    "nice": "os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
+    "affinity": "os.sched_setaffinity(os.getppid(), {0})",
+    "scheduler": "os.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0))",
+    "whole_group": "os.setpriority(os.PRIO_PGRP, 0, 19)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHANGE_THE_WORKER))
+def test_a_run_cannot_change_the_workers_limits_or_scheduling_for_the_next(box, tmp_path, name):
+    change = CHANGE_THE_WORKER[name]
+    check = ("import os, resource\ndef test_check():\n"
+             "    assert resource.getrlimit(resource.RLIMIT_NOFILE) == (256, 256)\n"
+             "    assert resource.getrlimit(resource.RLIMIT_FSIZE)[0] > 1\n"
+             "    assert os.getpriority(os.PRIO_PROCESS, 0) == 0\n"
+             "    assert os.sched_getscheduler(0) == os.SCHED_OTHER\n")
+    with box.session():
+        run(box, tmp_path, f"import os, resource\ndef test_change():\n    try:\n        {change}\n"
+                           "    except OSError:\n        pass\n")
+        after = run(box, tmp_path, check)
+    assert after.ok, after.output
+
+
+def test_an_interrupted_run_leaves_no_worker(box, tmp_path, monkeypatch):
+    from safety import warm
+    real = warm.WarmWorker._read
+    calls = []
+
+    def interrupted(self, timeout=warm.START_TIMEOUT):
+        calls.append(timeout)
+        if len(calls) == 3:   # ready, forked, then Ctrl+C while waiting for the result
+            raise KeyboardInterrupt
+        return real(self, timeout)
+
+    monkeypatch.setattr(warm.WarmWorker, "_read", interrupted)
+    with pytest.raises(KeyboardInterrupt), box.session():
+        run(box, tmp_path, "import time\ndef test_a():\n    time.sleep(5)\n")
+    assert not list((tmp_path / "exec").glob("warm-*"))
+    assert box._pool._idle == {}
 
 
 def test_a_session_leaves_no_worker_and_no_directory(box, tmp_path):
