@@ -342,9 +342,24 @@ def _example_inputs(examples: list[Example]) -> list[tuple[object, object]]:
     return pairs
 
 
+def _ignores_its_parameters(tree: ast.Module, name: str, params: set[str]) -> str | None:
+    """Why the skill's function can only return one thing whatever it is given (it reads none of
+    its parameters, nor ``locals()``/``vars()``), or None."""
+    functions = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name]
+    if not functions or not params:
+        return None
+    function = functions[-1]
+    read = {n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    if read & (params | {"locals", "vars"}):
+        return None
+    return (f"{name} never reads its parameters ({', '.join(sorted(params))}), so it returns the same for "
+            "every input: write the general rule, not the examples")
+
+
 def overfit(code: str, spec: SkillSpec) -> str | None:
     """Why ``code`` special-cases the shown examples (a parameter compared with an example's input,
-    or a table whose entries are mostly the examples), or None."""
+    a table whose entries are mostly the examples, or a function that never reads its parameters,
+    so returns the same for every input), or None."""
     pairs = _example_inputs(spec["examples"])
     try:
         tree = ast.parse(code)
@@ -354,6 +369,9 @@ def overfit(code: str, spec: SkillSpec) -> str | None:
         return None
     inputs = [p[0] for p in pairs]
     params = set(parameters(spec["signature"]))
+    ignored = _ignores_its_parameters(tree, spec["name"], params)
+    if ignored:
+        return ignored
 
     def is_input(node: ast.AST) -> bool:
         value = _literal(node)

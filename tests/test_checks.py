@@ -86,6 +86,12 @@ EXAMPLES = [{"call": "to_roman(4)", "result": "'IV'"}, {"call": "to_roman(9)", "
      "        while n >= v:\n            out, n = out + s, n - v\n    return out\n", None),
     # base cases with small literals are not special-casing
     ("def to_roman(n: int) -> str:\n    if n == 0:\n        return ''\n    return 'I' * n\n", None),
+    # never reading the parameter: the same result for every input (HumanEval/2's false working)
+    ("def to_roman(n: int) -> str:\n    return 'IV' if 3 > 0 else 'IX'\n", "never reads its parameters"),
+    ("def to_roman(n: int) -> str:\n    x = 4\n    return 'IV' if x < 5 else 'IX'\n", "never reads its parameters"),
+    ("def to_roman(n: int) -> str:\n    n = 4\n    return 'IV'\n", "never reads its parameters"),
+    ("def to_roman(n: int) -> str:\n    def inner():\n        return n\n    return str(inner())\n", None),
+    ("def to_roman(n: int) -> str:\n    return helper(**locals())\n", None),
 ])
 def test_overfit_guard(code, caught):
     found = checks.overfit(code, spec_for("to_roman(n: int) -> str", EXAMPLES))
