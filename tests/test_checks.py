@@ -133,3 +133,21 @@ def test_an_exception_named_in_the_docstring_is_documented(agent):
     undocumented = code.replace("Raises TypeError for unknown keys.", "Looks it up.")
     outcome = agent.execute("lookup", undocumented, checks.test_module(spec))
     assert not outcome.run.ok and "raised TypeError" in outcome.run.output
+
+
+@pytest.mark.parametrize("doc, ok", [
+    # written as an assertion, with nothing after it: True passes, False does not
+    (">>> shout('a') == 'A'", True),
+    (">>> shout('a') == 'B'", False),
+    # compared as values: the quotes a docstring uses are not the repr's
+    ('>>> shout(\'ab\')\n    "AB"', True),
+    ('>>> [shout(\'ab\')]\n    ["AB"]', True),
+    (">>> shout('ab')\n    'ab'", False),
+    (">>> len(shout('ab'))\n    2.0", False),   # 2 == 2.0, but an int is not the float shown
+    # a docstring doctest cannot parse (a literal newline inside an example) has no examples
+    (">>> shout('a\nb')\n    'A\nB'", True),
+])
+def test_doctests_compare_values(agent, doc, ok):
+    code = f'def shout(text: str) -> str:\n    """Shout.\n\n    {doc}\n    """\n    return text.upper()\n'
+    outcome = agent.execute("shout", code, "from shout import shout\n\ndef test_a():\n    assert shout('x') == 'X'\n")
+    assert outcome.run is not None and outcome.run.ok is ok, outcome.run.output[-1500:]
