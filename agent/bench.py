@@ -206,6 +206,8 @@ def summarize(records: Sequence[dict], *, max_iter: int, meta: dict | None = Non
     own = max(loop_wall - loop_wait, 0.0)
     overhead = max(own - loop_model, 0.0)
     seconds = [r["seconds"] for r in rows]
+    iterations = sum(r["loop"]["iterations"] for r in rows)
+    test_runs = sum(r["loop"]["test_runs"] for r in rows)
     return {
         **(meta or {}),
         "problems": n,
@@ -235,6 +237,12 @@ def summarize(records: Sequence[dict], *, max_iter: int, meta: dict | None = Non
                     "hidden_tests": round(sum(r["first_try"]["hidden_seconds"] + r["loop"]["hidden_seconds"]
                                               for r in rows), 2)},
         "agent_overhead_share": _share(overhead, own),
+        "per_iteration": {"iterations": iterations,
+                          "model_seconds": round(loop_model / iterations, 3) if iterations else None,
+                          "test_runs": round(test_runs / iterations, 2) if iterations else None,
+                          "test_run_ms": round(1000 * loop_tests / test_runs, 1) if test_runs else None,
+                          "other_ms": round(1000 * max(own - loop_model - loop_tests, 0.0) / iterations, 1)
+                          if iterations else None},
         "sandbox_levels": sorted({r.get("level", "") for r in rows} - {""}),
         "per_problem": [{"task_id": r["task_id"], "first_try": r["first_try"]["passed"],
                          "status": r["loop"]["status"], "reason": r["loop"]["reason"],
@@ -280,12 +288,21 @@ def markdown(report: dict) -> str:
         f"{s['loop_test_runs']:.0f} s, other (memory, checkpoints, parsing) {s['loop_other']:.0f} s, waiting for "
         f"the shared model {s['loop_waiting_for_model']:.0f} s; hidden tests {s['hidden_tests']:.0f} s.",
         f"Agent overhead (the loop's wall time outside the model, less waiting for it): "
-        f"{'-' if share is None else f'{100 * share:.1f}%'}.", "",
+        f"{'-' if share is None else f'{100 * share:.1f}%'}.", *_per_iteration(report.get("per_iteration")), "",
         "| task | first try | loop | iterations | after the loop | s |", "|---|---|---|---|---|---|",
         *[f"| {p['task_id']} | {'pass' if p['first_try'] else 'fail'} | {p['status']} ({p['reason']}) "
           f"| {p['iterations']} | {'pass' if p['after_loop'] else 'fail'} | {p['seconds']:.1f} |"
           for p in report["per_problem"]], ""]
     return "\n".join(lines)
+
+
+def _per_iteration(split: dict | None) -> list[str]:
+    """One line: where an iteration's time goes, on average (older reports have no split)."""
+    if not split or not split.get("iterations"):
+        return []
+    return [f"Per iteration (mean of {split['iterations']}): model {split['model_seconds']:.2f} s; "
+            f"{split['test_runs']:.2f} test runs of {split['test_run_ms'] or 0:.0f} ms each (gates + sandbox); "
+            f"other (memory, checkpoints, parsing) {split['other_ms']:.0f} ms."]
 
 
 def plot(report: dict, path: Path) -> None:
@@ -306,7 +323,10 @@ def plot(report: dict, path: Path) -> None:
     axes.set_xlabel("iteration")
     axes.set_ylabel("% of problems")
     axes.set_xticks(xs)
-    axes.set_ylim(0, 100)
+    rates = [100 * p["pass_rate"] for p in points] + [100 * p["loop_passed_rate"] for p in points]
+    if report["problems"]:
+        rates.append(100 * report["first_try"]["pass_at_1"])
+    axes.set_ylim(0, min(100, max(10, 1.3 * max(rates, default=0))))
     axes.set_title(f"HumanEval, {report.get('model', '?')}, {report['problems']} problems", fontsize=10)
     axes.legend(fontsize=8, loc="upper left")
     axes.grid(alpha=0.3)
