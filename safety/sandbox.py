@@ -207,19 +207,9 @@ class Sandbox:
         if self.level == "rlimits" and not self.allow_unsandboxed:
             raise SandboxUnavailable(UNSANDBOXED_REFUSAL)
         cwd = self._inside(cwd)
-        ro = [Path(p).resolve() for p in readonly]
-        cgroup = RunCgroup.create(self.limits.memory, self.limits.processes) if _ROOT else None
-        cfg = self._config(cwd, ro, "network" in grants, timeout, cgroup)
-        cmd = [self.python, "-I", "-S", confine.LAUNCHER, json.dumps(cfg), "--", "-I", "-B", *args]
         started = time.monotonic()
-        try:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=cfg.pop("env"), stdin=subprocess.DEVNULL,  # noqa: S603
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True, close_fds=True)
-        except BaseException:
-            if cgroup:
-                cgroup.remove()
-            raise
+        proc, cgroup = self._launch(args, cwd=cwd, readonly=[Path(p).resolve() for p in readonly],
+                                    network="network" in grants, cpu_seconds=timeout, stdin=subprocess.DEVNULL)
         oom = False
         try:
             out, err, timed_out, truncated = _collect(proc, timeout, output_limit)
@@ -233,6 +223,22 @@ class Sandbox:
         return RunResult(proc.returncode if not timed_out else None,
                          out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
                          timed_out, self.level, time.monotonic() - started, truncated)
+
+    def _launch(self, args: Sequence[str], *, cwd: Path, readonly: list[Path], network: bool, cpu_seconds: float,
+                stdin: int) -> tuple[subprocess.Popen, RunCgroup | None]:
+        """Start ``python -I -B <args>`` through the launcher, in a cgroup of its own (as root)."""
+        cgroup = RunCgroup.create(self.limits.memory, self.limits.processes) if _ROOT else None
+        cfg = self._config(cwd, readonly, network, cpu_seconds, cgroup)
+        cmd = [self.python, "-I", "-S", confine.LAUNCHER, json.dumps(cfg), "--", "-I", "-B", *args]
+        try:
+            proc = subprocess.Popen(cmd, cwd=cwd, env=cfg.pop("env"), stdin=stdin,  # noqa: S603
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True, close_fds=True)
+        except BaseException:
+            if cgroup:
+                cgroup.remove()
+            raise
+        return proc, cgroup
 
     def _inside(self, path: Path) -> Path:
         resolved = Path(path).resolve()

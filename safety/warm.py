@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safety import confine
 from safety.cgroup import RunCgroup
 
 if TYPE_CHECKING:
@@ -53,19 +52,13 @@ class WarmWorker:
     def start(cls, sandbox: Sandbox, exec_dir: Path, *, grants: frozenset[str],
               readonly: Sequence[Path]) -> WarmWorker | None:
         """A worker that said ready, or None (it could not start; nothing of it is left)."""
-        from safety.sandbox import _ROOT
-        ro = [Path(p).resolve() for p in readonly] + [Path(WORKER)]
-        cgroup = RunCgroup.create(sandbox.limits.memory, sandbox.limits.processes) if _ROOT else None
-        cfg = sandbox._config(exec_dir, ro, "network" in grants, WORKER_CPU - 1, cgroup)
-        cmd = [sandbox.python, "-I", "-S", confine.LAUNCHER, json.dumps(cfg), "--", "-I", "-B", WORKER]
+        from safety.paths import safe_rmtree
         try:
-            proc = subprocess.Popen(cmd, cwd=exec_dir, env=cfg.pop("env"), stdin=subprocess.PIPE,  # noqa: S603
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True, close_fds=True)
+            proc, cgroup = sandbox._launch([WORKER], cwd=exec_dir,
+                                           readonly=[Path(p).resolve() for p in readonly] + [Path(WORKER)],
+                                           network="network" in grants, cpu_seconds=WORKER_CPU - 1,
+                                           stdin=subprocess.PIPE)
         except BaseException:
-            if cgroup:
-                cgroup.remove()
-            from safety.paths import safe_rmtree
             safe_rmtree(exec_dir)
             raise
         worker = cls(proc, cgroup, exec_dir, sandbox.level)
