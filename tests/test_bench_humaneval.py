@@ -147,7 +147,7 @@ class KeyedModel:
     def generate(self, request: Request, on_token=None) -> Completion:
         prompt = request.prompt or ""
         problem = next(p for p in self.problems if f"def {p.entry_point}(" in prompt)
-        loop = FEW_SHOT in prompt
+        loop = prompt != problem.prompt   # the first try continues the prompt itself; the loop, its stub
         with self.lock:
             self.asked.append((problem.task_id, "loop" if loop else "first"))
         text = problem.canonical_solution if loop else "    return None\n"

@@ -283,6 +283,19 @@ def test_a_completion_model_s_fix_comment_shows_the_lines_a_similar_fix_added(wo
             "    #     return text.count('a')\n" in retry) is bool(past_fixes)
 
 
+def test_a_completion_model_s_first_version_continues_the_stub_and_a_fix_gets_the_few_shot_file(workspace):
+    """A base model writes a first version as it continues a file: the stub alone (what HumanEval's
+    first try does too). A fix gets the few-shot solutions and a comment on what went wrong."""
+    model = FakeModel(["    return len(text)\n", "    return text.count('a')\n"], chat=False)
+    agent = make_agent(workspace, model)
+    result = agent.run("Create a skill `count_as(text: str) -> int` that counts the letter a, "
+                       "e.g. count_as('banana') == 3")
+    assert (result.status, result.iterations) == ("working", 2)
+    first, fix = model.history[-2].prompt, model.history[-1].prompt
+    assert first.startswith("def count_as(text: str) -> int:") and "standard library solutions" not in first
+    assert "standard library solutions" in fix and "count_as('banana') returned 6, expected 3" in fix
+
+
 def test_a_skill_made_again_is_not_offered_to_itself_as_an_import(workspace):
     model = FakeModel([PLAN, GOOD, PLAN, GOOD])
     agent = make_agent(workspace, model)
