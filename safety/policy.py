@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import codecs
 import enum
+import functools
 import re
 import tempfile
 import warnings
@@ -501,7 +502,14 @@ def check_code(source: str, *, filename: str = "<skill>", with_bandit: bool = Tr
                extra_block: Sequence[str] = ()) -> Verdict:
     """Run every gate over ``source``. What the gates cannot read as Python will read it (a
     non-UTF-8 encoding declaration, a NUL byte, a syntax error) is blocked. ``extra_block``
-    holds the user's own rules (see ``check_block_entry``): tier 3, rule ``custom_block``."""
+    holds the user's own rules (see ``check_block_entry``): tier 3, rule ``custom_block``.
+    A verdict depends on nothing else, so the last ones are kept: a directive's tests, the same
+    at every iteration, are read once."""
+    return _check_code(source, filename, with_bandit, tuple(extra_block))
+
+
+@functools.lru_cache(maxsize=256)
+def _check_code(source: str, filename: str, with_bandit: bool, extra_block: tuple[str, ...]) -> Verdict:
     patterns = tuple(e for e in extra_block if e.startswith("re:"))
     names = tuple(e for e in extra_block if not e.startswith("re:"))
     found = _regex_findings(source, filename, patterns) + _encoding_findings(source, filename)
