@@ -5,9 +5,10 @@ The property checks are rendered as a pytest module (``PROPERTY_TESTS``) that ru
 with the other tests: inputs are drawn by ``hypothesis`` from the annotated parameter types, and
 each case must (1) not raise, beyond ``ValueError`` for invalid input, exceptions the skill
 raises on purpose or names in its docstring, and domain errors (``ArithmeticError``,
-``LookupError``: ``mean([])``, ``largest_divisor(1)``, inputs the function is not for), (2) return
-what the annotation says (``typeguard``), (3) return the same result when called again with the
-same arguments. A case over 1 s (``prime_fib(25)``) is not judged, nor, past 5 s in all, the rest.
+``LookupError``) on an empty or zero input (``mean([])``, ``modp(3, 0)``: inputs the function is
+not for), (2) return within 2 s (the failure names the input, sooner than the run's timeout),
+(3) return what the annotation says (``typeguard``), (4) return the same result when called
+again with the same arguments.
 """
 
 from __future__ import annotations
@@ -102,38 +103,48 @@ def _documented_names():
     return names
 
 
-def _documented(err):
-    """Raised on purpose, named in the docstring, or a domain error (a division by zero, a missing
-    key or index): an input outside what the function is for, not a bug the checks can judge."""
-    return isinstance(err, (ArithmeticError, LookupError)) or any(
-        cls.__name__ in _DOCUMENTED for cls in _inspect.getmro(type(err)))
+def _empty(value):
+    """0, an empty string or container: the input a function with a precondition is not for."""
+    try:
+        return value == 0 or (hasattr(value, "__len__") and len(value) == 0)
+    except Exception:
+        return False
+
+
+def _documented(err, args):
+    """Raised on purpose or named in the docstring; or a domain error (a division by zero, a
+    missing key or index) on an empty or zero input (``mean([])``, ``modp(3, 0)``): an input the
+    function is not for. The same error on any other input is a bug (a KeyError on a space)."""
+    if isinstance(err, (ArithmeticError, LookupError)) and any(_empty(v) for v in args.values()):
+        return True
+    return any(cls.__name__ in _DOCUMENTED for cls in _inspect.getmro(type(err)))
 
 
 class _Slow(BaseException):
-    """One input took longer than the checks give one case."""
+    """One input took longer than the checks give one case (raised inside the skill)."""
 
 
-_CASE_SECONDS = 1.0      # one input over this is outside what the checks judge (prime_fib(25), say)
-_BUDGET = {"left": 5.0}  # seconds for all the cases; what is left over is not tried
+class _TooSlow(AssertionError):
+    """The case's failure: the input and how long it was given."""
 
 
-def _timed(call):
-    """``call()``, stopped with ``_Slow`` past ``_CASE_SECONDS`` or the budget left."""
-    if _BUDGET["left"] <= 0:
-        raise _Slow
-    started = _time.monotonic()
+_CASE_SECONDS = 2.0  # one input over this fails, naming the input (faster than the run's timeout)
 
+
+def _timed(call, shown):
+    """``call()``; past ``_CASE_SECONDS`` an AssertionError that names the call."""
     def _stop(signum, frame):
         raise _Slow
 
     previous = _signal.signal(_signal.SIGALRM, _stop)
-    _signal.setitimer(_signal.ITIMER_REAL, min(_CASE_SECONDS, _BUDGET["left"]))
+    _signal.setitimer(_signal.ITIMER_REAL, _CASE_SECONDS)
     try:
         return call()
+    except _Slow:
+        raise _TooSlow(f"{shown} did not return within {_CASE_SECONDS:g} s") from None
     finally:
         _signal.setitimer(_signal.ITIMER_REAL, 0)
         _signal.signal(_signal.SIGALRM, previous)
-        _BUDGET["left"] -= _time.monotonic() - started
 
 
 def test_signature_matches_the_plan():
@@ -163,21 +174,18 @@ _DOCUMENTED = _documented_names()
 def $test_name(args):
     call = "$name(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
     try:
-        first = _timed(lambda: _skill(**_copy.deepcopy(args)))
-    except _Slow:
-        return
+        first = _timed(lambda: _skill(**_copy.deepcopy(args)), call)
+    except _TooSlow:
+        raise
     except Exception as err:
-        if _documented(err):
+        if _documented(err, args):
             return
         raise AssertionError(f"{call} raised {type(err).__name__}: {err}") from None
     try:
         _check_type(first, _RETURNS)
     except _TypeCheckError as err:
         raise AssertionError(f"{call} returned {first!r}, not the annotated type: {err}") from None
-    try:
-        again = _timed(lambda: _skill(**_copy.deepcopy(args)))
-    except _Slow:
-        return
+    again = _timed(lambda: _skill(**_copy.deepcopy(args)), call)
     assert again == first or (again != again and first != first), \\
         f"{call} returned {first!r}, then {again!r} when called again"
 ''')
@@ -342,14 +350,20 @@ def _example_inputs(examples: list[Example]) -> list[tuple[object, object]]:
     return pairs
 
 
-def _ignores_its_parameters(tree: ast.Module, name: str, params: set[str]) -> str | None:
+def _ignores_its_parameters(tree: ast.Module, name: str) -> str | None:
     """Why the skill's function can only return one thing whatever it is given (it reads none of
-    its parameters, nor ``locals()``/``vars()``), or None."""
+    its own parameters, nor ``locals()``/``vars()``), or None."""
     functions = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name]
-    if not functions or not params:
+    if not functions:
         return None
     function = functions[-1]
+    a = function.args
+    params = {p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs, *([a.vararg] if a.vararg else []),
+                              *([a.kwarg] if a.kwarg else [])]}
+    if not params:
+        return None
     read = {n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    read |= {n.target.id for n in ast.walk(function) if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)}
     if read & (params | {"locals", "vars"}):
         return None
     return (f"{name} never reads its parameters ({', '.join(sorted(params))}), so it returns the same for "
@@ -365,13 +379,11 @@ def overfit(code: str, spec: SkillSpec) -> str | None:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
         return None
-    if not pairs:
-        return None
+    ignored = _ignores_its_parameters(tree, spec["name"]) if spec["examples"] else None
+    if ignored or not pairs:
+        return ignored
     inputs = [p[0] for p in pairs]
     params = set(parameters(spec["signature"]))
-    ignored = _ignores_its_parameters(tree, spec["name"], params)
-    if ignored:
-        return ignored
 
     def is_input(node: ast.AST) -> bool:
         value = _literal(node)

@@ -169,12 +169,11 @@ def _ask_for_code(state: LoopState, spec: SkillSpec, deps: Deps, temp: float) ->
             code = None
         return (with_preamble(spec, code) if code is not None else None), completion
     imports = importable(skills)
-    header = (COMPOSE_EXAMPLE + imports) if imports else ""
-    if _failed(state):   # a fix: the few-shot solutions, then the stub with what went wrong
-        prompt = prompts.render("write_completion", imports=header,
+    if _failed(state) or imports:   # the few-shot solutions (composition shown on one of them), the stub
+        prompt = prompts.render("write_completion", imports=(COMPOSE_EXAMPLE + imports) if imports else "",
                                 stub=stub(spec) + _completion_feedback(state, past_fixes(state, spec, deps, 1)))
-    else:                # a first version: the stub alone (and :improve's notes), as a base model continues a file
-        prompt = header + stub(spec) + _completion_feedback(state)
+    else:   # a first version with nothing to import: the stub alone (and :improve's notes), as a file goes on
+        prompt = stub(spec) + _completion_feedback(state)
     completion = _generate(deps, Request(prompt=prompt, stop=BODY_STOPS, temperature=temp, max_tokens=BODY_TOKENS),
                            "write")
     return complete_module(spec, completion.text, imports=imports), completion

@@ -28,17 +28,20 @@ def agent(tmp_path_factory) -> AutonomousAgent:
      "        return False\n    return True", True, ""),
     # raising ValueError on invalid input is the documented Python convention
     ("parse_int(text: str) -> int", "return int(text)", True, ""),
-    # a domain error (an index, a key, a division by zero) says the input is not one the function
-    # is for: HumanEval's canonical solutions all have such inputs (mean([]), largest_divisor(1))
+    # a domain error (an index, a key, a division by zero) on an empty or zero input says the input
+    # is not one the function is for: HumanEval's canonical solutions have such (mean([]), modp(3, 0))
     ("first(items: list[int]) -> int", "return items[0]", True, ""),
     ("ratio(a: int, b: int) -> float", "return a / b", True, ""),
+    # the same errors on any other input are bugs: a KeyError on a space
+    ("letter_counts(s: str) -> dict[str, int]", "counts = {}\n    for c in s:\n        if c.isalpha():\n"
+     "            counts[c] = counts.get(c, 0) + 1\n        else:\n            counts['other'] += 1\n"
+     "    return counts", False, "raised KeyError"),
     # a bug whatever the input is still one
     ("first_word(text: str) -> str", "return text.split()[0].upper(1)", False, "raised TypeError"),
     ("missing(n: int) -> int", "return undefined_name + n", False, "raised NameError"),
-    # an input the function takes over a second on is not judged; the rest are
-    ("slow_for_big(n: int) -> int", "import time\n    time.sleep(2 if n > 20 else 0)\n    return n", True, ""),
-    ("slow_then_wrong(n: int) -> int", "import time\n    time.sleep(2 if n > 20 else 0)\n    return str(n)", False,
-     "not the annotated type"),
+    # an input it does not return on fails, named, in 2 s rather than at the run's timeout
+    ("strip_zeros(n: int) -> int", "while n % 10 == 0:\n        n //= 10\n    return n", False,
+     "strip_zeros(n=0) did not return within 2 s"),
     ("words(text: str) -> bool", "return text.split(' ')", False, "not the annotated type"),
     ("noisy(n: int) -> int", "import random\n    return n + random.randint(0, 10**9)", False,
      "when called again"),
@@ -92,10 +95,20 @@ EXAMPLES = [{"call": "to_roman(4)", "result": "'IV'"}, {"call": "to_roman(9)", "
     ("def to_roman(n: int) -> str:\n    n = 4\n    return 'IV'\n", "never reads its parameters"),
     ("def to_roman(n: int) -> str:\n    def inner():\n        return n\n    return str(inner())\n", None),
     ("def to_roman(n: int) -> str:\n    return helper(**locals())\n", None),
+    # its own names count: a renamed parameter (the signature test says so), an augmented assignment
+    ("def to_roman(num: int) -> str:\n    return 'I' * num\n", None),
+    ("def to_roman(n: int) -> str:\n    n += 1\n    return 'I'\n", None),
+    ("def to_roman(*numbers: int) -> str:\n    return 'I' * len(numbers)\n", None),
 ])
 def test_overfit_guard(code, caught):
     found = checks.overfit(code, spec_for("to_roman(n: int) -> str", EXAMPLES))
     assert (found is None) if caught is None else (found is not None and caught in found)
+
+
+def test_a_constant_function_is_caught_even_when_no_example_input_is_distinctive():
+    spec = spec_for("is_even(n: int) -> bool", [{"call": "is_even(2)", "result": "True"}])
+    assert "never reads its parameters" in checks.overfit("def is_even(n: int) -> bool:\n    return True\n", spec)
+    assert checks.overfit("def is_even(n: int) -> bool:\n    return n % 2 == 0\n", spec) is None
 
 
 def test_factorial_base_case_is_not_overfitting():
