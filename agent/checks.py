@@ -34,7 +34,6 @@ import copy as _copy
 import inspect as _inspect
 import re as _re
 import signal as _signal
-import time as _time
 import types as _types
 import typing as _typing
 

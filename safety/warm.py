@@ -21,12 +21,14 @@ import os
 import secrets
 import selectors
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safety.cgroup import RunCgroup
+from safety.paths import safe_rmtree
 
 if TYPE_CHECKING:
     from safety.sandbox import RunResult, Sandbox
@@ -46,13 +48,11 @@ class WarmWorker:
         self.stderr = bytearray()
         self._buffer = bytearray()
         self.ready = False
-        self.runs = 0
 
     @classmethod
     def start(cls, sandbox: Sandbox, exec_dir: Path, *, grants: frozenset[str],
               readonly: Sequence[Path]) -> WarmWorker | None:
         """A worker that said ready, or None (it could not start; nothing of it is left)."""
-        from safety.paths import safe_rmtree
         try:
             proc, cgroup = sandbox._launch([WORKER], cwd=exec_dir,
                                            readonly=[Path(p).resolve() for p in readonly] + [Path(WORKER)],
@@ -89,7 +89,6 @@ class WarmWorker:
         except (BrokenPipeError, OSError):
             return None
         self.ready = False
-        self.runs += 1
         if self._read(READY_TIMEOUT) != {"forked": True}:
             self.close()
             return None   # the worker died before the code ran (while writing its files, say)
@@ -141,7 +140,6 @@ class WarmWorker:
 
     def close(self) -> None:
         """Kill the worker's whole tree, remove its cgroup and its run directory."""
-        from safety.paths import safe_rmtree
         from safety.sandbox import _kill_tree
         self.ready = False
         if self.proc.stdin:
@@ -160,7 +158,6 @@ class WorkerPool:
     """Idle workers of one sandbox, by what they were started with (grants, read-only paths)."""
 
     def __init__(self) -> None:
-        import threading
         self.lock = threading.Lock()
         self._idle: dict[tuple, list[WarmWorker]] = {}
         self.sessions = 0
