@@ -18,11 +18,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import safety
-from agent import checks, improve, planner, versions
+from agent import changes, checks, improve, planner, versions
 from agent.analysis import headline, report_from_outcome
 from agent.checks import Observed
 from agent.config import Settings, load_settings
-from agent.errors import AgentError, CallRefused, ModelUnavailable, SkillCallError
+from agent.errors import (
+    AgentError,
+    CallRefused,
+    ModelUnavailable,
+    SkillCallError,
+    SkillDamaged,
+    disk_full,
+    no_space,
+)
 from agent.library import SkillLibrary
 from agent.llm import load_model
 from agent.llm.base import Completion, Model, Request, TokenCallback
@@ -256,7 +264,7 @@ class AutonomousAgent:
         self.calls_log.parent.mkdir(exist_ok=True)
         # a corrupted memory.json stops us here, before any work; one-line notices say what a
         # start repaired (a restored memory.json, debris of killed runs, directives cut off)
-        self.notices = self._clean_start() + self.memory.recover()
+        self.notices = self._clean_start()
         for notice in self.notices:
             if on_notice:
                 on_notice(notice)
@@ -268,16 +276,18 @@ class AutonomousAgent:
         self._checkpointer = None
 
     def _clean_start(self) -> list[str]:
-        """Remove what killed runs left (run directories, temp files), unless another agent is
-        using this workspace now. Every agent holds a shared lock on history/agent.lock for its
-        life; getting it exclusively first proves nobody else is here. Links are never followed."""
+        """Recover memory.json; then, unless another agent is using this workspace now, remove
+        what killed runs left (run directories, temp files) and finish or undo skill changes a
+        kill cut off (``agent.changes``). Every agent holds a shared lock on history/agent.lock
+        for its life; getting it exclusively first proves nobody else is here. Links are never
+        followed."""
         lock = self.workspace / "history" / "agent.lock"
         fd = try_lock(lock)
-        if fd is None:  # another agent lives: its runs are not debris
+        if fd is None:  # another agent lives: its runs are not debris, its changes not cut off
             fd = try_lock(lock, shared=True, wait=True)  # waits out another agent's clean start
             assert fd is not None
             weakref.finalize(self, os.close, fd)
-            return []
+            return self.memory.recover()
         removed, notes = 0, []
         try:
             exec_dir = self.workspace / "exec"
@@ -294,13 +304,14 @@ class AutonomousAgent:
                 with contextlib.suppress(OSError):
                     path.unlink()
                     removed += 1
+            recovered = self.memory.recover() + changes.recover(self.memory, self.library)
         finally:
             fcntl.flock(fd, fcntl.LOCK_SH)
             weakref.finalize(self, os.close, fd)
         if removed:
             notes.insert(0, f"removed {removed} leftover{'s' if removed > 1 else ''} of killed runs "
                             "(run directories, temp files)")
-        return notes
+        return notes + recovered
 
     # -- lazily built, once per agent ----------------------------------------------------------
 
@@ -463,6 +474,8 @@ class AutonomousAgent:
             run.end("interrupted", "interrupted", "interrupted by the user")
             raise
         except Exception as err:  # noqa: BLE001 - a bug must not leave the directive running
+            if no_space(err):
+                return self._disk_full(run)
             self._log_crash(run.directive_id)
             error = f"{type(err).__name__}: {err}"
             return run.end("crashed", "crashed", f"the directive crashed ({error}); details in "
@@ -473,6 +486,8 @@ class AutonomousAgent:
         try:
             yield
         except sqlite3.Error as err:
+            if no_space(err):
+                raise disk_full(self.workspace / "history") from None
             raise AgentError(f"{self.workspace / 'history' / 'checkpoints.sqlite'}: {err}; move it away "
                              "(a new one is made; unfinished directives then start over)") from None
 
@@ -584,6 +599,7 @@ class AutonomousAgent:
                    else "no version of it passed its tests")
             raise AgentError(f"{name} is {skill['status']} ({why}), so it cannot be called: only working and "
                              f"untested skills can; :test {name} retests it")
+        self.check_intact(name, skill)
         for key in kwargs:
             if not key.isidentifier() or keyword.iskeyword(key):
                 raise AgentError(f"{key!r} is not a parameter name")
@@ -658,8 +674,23 @@ class AutonomousAgent:
                "blocked": (report or {}).get("error", "blocked by the safety gates")}[reason]
         return run.end(status, reason, f"{name} {status}: {why}", name)
 
+    def _disk_full(self, run: _Run) -> DirectiveResult:
+        """The disk filled up mid-directive: what it saved is whole (see ``agent.changes``); it is
+        recorded ``interrupted`` to resume, or, when even that cannot be written, left to the next
+        start, which finds it cut off."""
+        message = str(disk_full(self.workspace, f"directive {run.directive_id} can be resumed with :resume"))
+        try:
+            return run.end("interrupted", "disk_full", message)
+        except Exception as again:  # noqa: BLE001 - the record itself could not be written
+            if not no_space(again):
+                raise
+            return DirectiveResult(run.goal, run.directive_id, run.skill, "interrupted", run.iteration,
+                                   run.max_iterations, "disk_full", None, message, run.tokens,
+                                   round(time.monotonic() - run.started, 2))
+
     def _log_crash(self, directive_id: str) -> None:
-        with open(self.workspace / "history" / "crashes.log", "a", encoding="utf-8") as log:
+        with contextlib.suppress(OSError), open(self.workspace / "history" / "crashes.log", "a",
+                                                encoding="utf-8") as log:
             log.write(f"--- {now()} directive {directive_id}\n{traceback.format_exc()}\n")
 
     def _log_call(self, directive_id: str | None, phase: str, request: Request, completion: Completion) -> None:
@@ -685,7 +716,8 @@ class AutonomousAgent:
         skill = self.memory.get_skill(name)
         if source is None or tests is None or skill is None:
             raise AgentError(f"no saved skill named {name!r} (see :skills)")
-        extra = versions.inherited_tests(self.library, name, versions.current(skill))
+        self.check_intact(name, skill)
+        extra = versions.inherited_tests(self.library, name, versions.current(skill), skill)
         report = report_from_outcome(self.execute(name, source, tests, extra))
         evidence = skill.get("evidence")
         # a skill from before evidence was recorded keeps its status; a failed one earns no more
@@ -695,6 +727,17 @@ class AutonomousAgent:
         self.memory.upsert_skill(name, status=passing if report["ok"] else failing, last_tested=now(),
                                  sandbox_level=report["level"] or None)
         return report
+
+    def check_intact(self, name: str, skill: dict | None = None) -> None:
+        """Raise ``SkillDamaged`` (one line, with the repair) when a skill's files, or those of a
+        skill it imports, are not what their records keep: such files are never run."""
+        problem = changes.damage(self.library, name, skill or self.memory.get_skill(name))
+        if problem:
+            raise SkillDamaged(f"{name} is damaged: {problem}")
+        for dep in self.library.closure(self.library.source(name) or "", exclude=name):
+            problem = changes.damage(self.library, dep, self.memory.get_skill(dep))
+            if problem:
+                raise SkillDamaged(f"{name} imports {dep}, which is damaged: {problem}")
 
     def _broken_dependencies(self, skill: dict) -> list[str]:
         """The skills ``skill`` imports that are gone or no longer pass."""
@@ -783,13 +826,15 @@ class AutonomousAgent:
             if not earlier:
                 raise AgentError(f"{name} has no version before v{current} (see :versions {name})")
             version = earlier[-1]
-        if version == current:
+        if version == current and not changes.damage(self.library, name, self.memory.get_skill(name)):
             raise AgentError(f"v{version} is already {name}'s current version")
-        try:
+        try:  # to the current version: its kept files back in skills/ (a repair)
             versions.restore(self.memory, self.library, name, version)
         except LookupError:
             numbers = ", ".join(f"v{v['version']}" for v in kept)
-            raise AgentError(f"{name} has no version {version} with its files (kept: {numbers})") from None
+            raise AgentError(f"{name} has no version {version} (kept: {numbers})") from None
+        except ValueError as err:
+            raise SkillDamaged(f"cannot roll {name} back to v{version}: {err}; nothing was changed") from None
         report = self.retest(name)
         self.retest_dependents(name)
         return report
@@ -805,8 +850,9 @@ class AutonomousAgent:
         if users and not force:
             raise AgentError(f"{name} is imported by {', '.join(users)}: forget those first, or use "
                              f":forget {name} --force (they become broken_dependency)")
-        self.library.remove(name)
-        self.memory.remove_skill(name)
+        with changes.change(self.memory, self.library, name, "forget"):  # the record first: the commit
+            self.memory.remove_skill(name)
+            self.library.remove(name)
         self.retest_dependents(name)
         return users
 
@@ -823,7 +869,10 @@ class AutonomousAgent:
                                     start=tests.count("def test_user_added_") + 1).split("\n", 2)[2]
         evidence = {**new_evidence(), **(skill.get("evidence") or {})}
         evidence["user_examples"] += len(examples)
-        versions.amend(self.memory, self.library, name, tests.rstrip() + "\n\n\n" + added, evidence=evidence)
+        try:
+            versions.amend(self.memory, self.library, name, tests.rstrip() + "\n\n\n" + added, evidence=evidence)
+        except ValueError as err:
+            raise SkillDamaged(f"{name} is damaged: {err}; nothing was changed") from None
         report = self.retest(name)
         self.retest_dependents(name)
         return report

@@ -4,6 +4,9 @@ Errors the *model* caused (unusable reply, failing code) are not exceptions: the
 back into the loop. These are for conditions the user must fix.
 """
 
+import errno
+import sqlite3
+
 
 class AgentError(Exception):
     """Base class: str(err) is a one-line message that says what to fix."""
@@ -47,6 +50,32 @@ class CallRefused(AgentError):
 
 def start_error(err: AgentError | OSError) -> str:
     """The one line an entry point prints when an agent cannot start on its workspace."""
+    if isinstance(err, DiskFull):
+        return True
     if isinstance(err, OSError):
         return f"error: cannot use workspace {err.filename}: {err.strerror}"
     return f"error: {err}"
+
+
+class SkillDamaged(AgentError):
+    """A skill's files do not match what its record keeps (damaged, or changed by hand): they are
+    never run, shown as current or rolled back to. The message names the repair."""
+
+
+class DiskFull(AgentError):
+    """The disk filled up during a write: nothing was half-written (the change did not happen,
+    or a directive was kept to resume). The message says where to free space."""
+
+
+def no_space(err: BaseException) -> bool:
+    """Whether ``err`` is the disk (or a quota) filling up, as an OSError or as SQLite says it."""
+    if isinstance(err, DiskFull):
+        return True
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, sqlite3.Error) and "disk is full" in str(err)
+
+
+def disk_full(where: object, what: str = "nothing was half-written") -> DiskFull:
+    """The one line for a full disk: ``where`` is the folder whose filesystem needs space."""
+    return DiskFull(f"no space left on the disk: free space in {where} and try again ({what})")

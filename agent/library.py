@@ -10,11 +10,15 @@ module holds the files, reads a module's dependencies, and finds the skills rele
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
+import os
 import re
 from collections.abc import Container
 from pathlib import Path
 
+from agent import faults
+from agent.errors import UnsafePath
 from agent.rank import rank
 from safety.paths import (
     SKILL_NAME,
@@ -32,6 +36,15 @@ PACKAGE_INIT = '"""The agent\'s saved skills: ``from skills.<name> import <name>
 def skill_document(skill: dict) -> str:
     """The text a skill is ranked by: its name, signature and description."""
     return f"{skill['name']} {skill.get('signature', '')} {skill.get('description', '')}"
+
+
+# a kept file: versions/<name>/v<N>.py, v<N>_test.py, or amended tests v<N>_test_<12 hex>.py
+KEPT_FILE = re.compile(r"versions/[a-z_][a-z0-9_]{0,63}/v[1-9][0-9]{0,8}(_test(_[0-9a-f]{12})?)?\.py")
+
+
+def digest(text: str) -> str:
+    """The SHA-256 a record keeps of a file's text (as UTF-8)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 SKILL_REFERENCE = re.compile(r"\bskills\.([a-z_][a-z0-9_]{0,63})\b")
@@ -104,38 +117,77 @@ class SkillLibrary:
         return f"skills/tests/test_{validate_skill_name(name)}.py"
 
     def version_paths(self, name: str, version: int) -> tuple[str, str]:
-        """Where version ``version`` of a skill is kept: its module and its tests."""
+        """Where version ``version`` of a skill is first kept: its module and its tests."""
         base = f"versions/{validate_skill_name(name)}/v{int(version)}"
         return f"{base}.py", f"{base}_test.py"
 
-    def save(self, name: str, code: str, tests: str, version: int | None = None) -> Path:
-        """Write the module and its tests (and, with ``version``, that version's copy); returns
+    def amended_test_path(self, name: str, version: int, tests: str) -> str:
+        """Where amended tests of a kept version go: a new file (kept files never change), named
+        by its content, so that writing it again is the same file."""
+        return f"versions/{validate_skill_name(name)}/v{int(version)}_test_{digest(tests)[:12]}.py"
+
+    def save(self, name: str, code: str, tests: str) -> Path:
+        """Write the module and its tests into ``skills/`` (the current version's copy); returns
         the module's absolute path."""
+        faults.step(f"write {self.module_path(name)}")
         path = safe_write_text(self.workspace, self.module_path(name), code)
+        faults.step(f"write {self.test_path(name)}")
         safe_write_text(self.workspace, self.test_path(name), tests)
-        if version is not None:
-            self.keep_version(name, version, code, tests)
         return path
 
-    def keep_version(self, name: str, version: int, code: str, tests: str) -> None:
-        module, test = self.version_paths(name, version)
-        safe_write_text(self.workspace, module, code)
-        safe_write_text(self.workspace, test, tests)
+    def keep_file(self, relative: str, text: str) -> None:
+        """Write one kept file under ``versions/``, durably: a record may name it only after this."""
+        faults.step(f"write {relative}")
+        safe_write_text(self.workspace, relative, text, durable=True)
 
-    def version_files(self, name: str, version: int) -> tuple[str, str] | None:
-        """A kept version's module and tests, or None if its files are gone."""
-        module, test = (self._read(p) for p in self.version_paths(name, version))
-        return None if module is None or test is None else (module, test)
+    def kept(self, name: str, relative: str) -> str | None:
+        """A file kept under ``versions/<name>/`` (a path read from memory, checked here), or None
+        when it is gone or the path is not one of that skill's kept files."""
+        if not KEPT_FILE.fullmatch(relative) or relative.split("/")[1] != validate_skill_name(name):
+            return None
+        try:
+            return self._read(relative)
+        except (UnsafePath, OSError):
+            return None
 
-    def remove(self, name: str) -> None:
-        """Delete a skill's files: the module, its tests and every kept version."""
+    def kept_names(self, name: str) -> list[str]:
+        """The workspace-relative paths of the files under ``versions/<name>/`` (links included)."""
+        folder = self.workspace / "versions" / validate_skill_name(name)
+        if folder.is_symlink() or not folder.is_dir():
+            return []
+        return sorted(f"versions/{name}/{entry.name}" for entry in os.scandir(folder))
+
+    def unlink(self, relative: str) -> bool:
+        """Remove one file of the library (a link is removed, never followed); whether there was one."""
+        folder, _, base = relative.rpartition("/")
+        path = resolve_inside(self.workspace, folder) / base  # the link itself, not what it names
+        if not (path.is_file() or path.is_symlink()):
+            return False
+        faults.step(f"remove {relative}")
+        path.unlink()
+        return True
+
+    def discard(self, relative: str) -> None:
+        """Remove an entry under ``versions/<name>/`` that no record names (file, link or folder)."""
+        folder, _, base = relative.rpartition("/")
+        path = resolve_inside(self.workspace, folder) / base
+        faults.step(f"remove {relative}")
+        if path.is_dir() and not path.is_symlink():
+            safe_rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+    def remove(self, name: str) -> bool:
+        """Delete a skill's files: the module, its tests and every kept version; whether any was there."""
+        found = False
         for relative in (self.module_path(name), self.test_path(name)):
-            path = resolve_inside(self.workspace, relative)
-            if path.is_file() or path.is_symlink():
-                path.unlink()
+            found = self.unlink(relative) or found
         versions = self.workspace / "versions" / validate_skill_name(name)
         if versions.exists() or versions.is_symlink():
+            faults.step(f"remove versions/{name}/")
+            found = True
             safe_rmtree(versions)
+        return found
 
     def source(self, name: str) -> str | None:
         """The saved module's source, or None if the skill has no file."""

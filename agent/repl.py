@@ -12,6 +12,7 @@ import io
 import json
 import re
 import shlex
+import sqlite3
 import tokenize
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -30,10 +31,11 @@ from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import DummyOutput, Output
 from prompt_toolkit.output.plain_text import PlainTextOutput
 
+from agent import changes
 from agent.analysis import headline
 from agent.checks import AUTOMATIC_MARK, Observed, describe_evidence
 from agent.core import AutonomousAgent, DirectiveResult, read_literal
-from agent.errors import AgentError
+from agent.errors import AgentError, disk_full, no_space
 from agent.library import skill_document
 from agent.nodes import Event
 from agent.rank import rank
@@ -335,6 +337,10 @@ class Repl:
             self.term.error(str(err))
         except InvalidSkillName as err:
             self.term.error(str(err).splitlines()[0] if str(err) else "invalid skill name")
+        except (OSError, sqlite3.Error) as err:  # a full disk, a file we may not write: one line, REPL alive
+            self.term.error(str(disk_full(self.agent.workspace)) if no_space(err) else
+                            f"error: {getattr(err, 'strerror', None) or err}"
+                            + (f": {err.filename}" if getattr(err, "filename", None) else ""))
         return False
 
     # -- commands ------------------------------------------------------------------------------
@@ -425,13 +431,20 @@ class Repl:
             self.term.say("No skills yet. Try :directive Create a skill `add(a: int, b: int) -> int`")
             return
         if not query:
-            self.term.write(skills_table(sorted(skills, key=lambda s: s["name"])))
+            self.show_skills(sorted(skills, key=lambda s: s["name"]))
             return
         found = rank(query, [skill_document(s) for s in skills])  # the ranker retrieval uses, every status
         if not found:
             self.term.say(f"  No skill matches {query[:60]!r} (by name, signature or description).")
             return
-        self.term.write(skills_table([skills[i] for i in found]))
+        self.show_skills([skills[i] for i in found])
+
+    def show_skills(self, skills: list[dict]) -> None:
+        """The table, a damaged skill's status shown as ``damaged``, and one line on each of those."""
+        damaged = {s["name"]: why for s in skills if (why := changes.damage(self.agent.library, s["name"], s))}
+        self.term.write(skills_table([dict(s, status="damaged") if s["name"] in damaged else s for s in skills]))
+        for name, why in damaged.items():
+            self.term.error(f"{name} is damaged: {why}")
 
     def cmd_show(self, name: str) -> bool | None:
         """:show <skill>  a skill's record (status, evidence, imports, users, versions), its code and tests"""
@@ -442,6 +455,9 @@ class Repl:
         skills = self.agent.memory.read()["skills"]
         skill = next((s for s in skills if s["name"] == name), None) or {"name": name}
         dependents = sorted(s["name"] for s in skills if name in (s.get("dependencies") or ()))
+        damaged = changes.damage(self.agent.library, name, skill if "status" in skill else None)
+        if damaged:
+            self.term.error(f"{name} is damaged: {damaged}")
         self.term.write(skill_view(skill, module_path=self.agent.library.module_path(name), source=source,
                                    test_path=self.agent.library.test_path(name), tests=self.agent.library.tests(name),
                                    automatic_mark=AUTOMATIC_MARK, dependents=dependents))

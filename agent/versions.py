@@ -11,19 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from agent.changes import change, current, hashes, kept_files
 from agent.library import SkillLibrary
 from agent.memory import Memory, now
 from safety import SafetyOutcome
 
 MODEL_MAX, NOTE_MAX = 200, 500  # the schema's limits on a version's model name and note
 Execute = Callable[..., SafetyOutcome]  # (name, module, tests, extra_tests=...) -> gates + sandbox
-
-
-def current(skill: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The record of the version now in ``skills/``, or None (no versions kept yet)."""
-    if not skill or not skill.get("versions"):
-        return None
-    return next((v for v in skill["versions"] if v["version"] == skill.get("version")), skill["versions"][-1])
 
 
 def find(skill: dict[str, Any], number: int) -> dict[str, Any] | None:
@@ -39,26 +33,30 @@ def ensure_versioned(memory: Memory, library: SkillLibrary, name: str) -> dict[s
     code, tests = library.source(name), library.tests(name)
     if code is None or tests is None:
         return skill
-    library.keep_version(name, 1, code, tests)
     module, test = library.version_paths(name, 1)
     record = {"version": 1, "created_at": skill["updated_at"], "origin": "existing", "status": skill["status"],
               "model": None, "path": module, "test_path": test, "iterations": skill["iterations"],
               "note": "the files found when versions began", "signature": skill["signature"],
-              "description": skill["description"]}
+              "description": skill["description"], "sha256": hashes(code, tests)}
     if skill.get("evidence"):
         record["evidence"] = skill["evidence"]
-    memory.add_version(name, record)
+    with change(memory, library, name, "version"):
+        library.keep_file(module, code)
+        library.keep_file(test, tests)
+        memory.add_version(name, record)
     return memory.get_skill(name)
 
 
-def inherited_tests(library: SkillLibrary, name: str, record: dict[str, Any] | None) -> dict[str, str]:
+def inherited_tests(library: SkillLibrary, name: str, record: dict[str, Any] | None,
+                    skill: dict[str, Any] | None = None) -> dict[str, str]:
     """The test files of the versions ``record`` inherited, as extra test files for a run
-    (``test_<name>_v<N>.py``); a file equal to another one is run once."""
+    (``test_<name>_v<N>.py``); a file equal to another one, or one that does not verify, is not run."""
     found: dict[str, str] = {}
     own = library.tests(name)
     for number in (record or {}).get("inherited") or []:
-        files = library.version_files(name, number)
-        if files is not None and files[1] != own and files[1] not in found.values():
+        kept = find(skill or {}, number)
+        files = kept_files(library, name, kept) if kept else None
+        if isinstance(files, tuple) and files[1] != own and files[1] not in found.values():
             found[f"test_{name}_v{number}.py"] = files[1]
     return found
 
@@ -71,7 +69,7 @@ def incompatibility(memory: Memory, library: SkillLibrary, execute: Execute, nam
     record = current(skill)
     if skill is None or tests is None or library.source(name) is None or record is None:
         return None
-    outcome = execute(name, code, tests, extra_tests=inherited_tests(library, name, record))
+    outcome = execute(name, code, tests, extra_tests=inherited_tests(library, name, record, skill))
     if outcome.blocked or outcome.run is None:
         return outcome.reason or "it could not run"
     if outcome.run.ok:
@@ -87,8 +85,16 @@ def keep(memory: Memory, library: SkillLibrary, name: str, code: str, tests: str
          directive_id: str | None = None, note: str = "", compatible: bool = True,
          **fields: Any) -> int:
     """Save ``code`` and ``tests`` as the next version of ``name`` and make it current; returns
-    its number. ``compatible``: it passed the previous version's tests, which it inherits."""
+    its number. ``compatible``: it passed the previous version's tests, which it inherits. The
+    same directive keeping the same files again (its save resumed after a kill) is that version."""
     skill = ensure_versioned(memory, library, name)
+    sha = hashes(code, tests)
+    again = next((v for v in (skill or {}).get("versions") or []
+                  if directive_id and v.get("directive_id") == directive_id and v.get("sha256") == sha), None)
+    if again is not None and skill is not None and skill.get("version") == again["version"]:
+        with change(memory, library, name, "save"):
+            library.save(name, code, tests)
+        return again["version"]
     previous = current(skill)
     number = max((v["version"] for v in (skill or {}).get("versions") or []), default=0) + 1
     module, test = library.version_paths(name, number)
@@ -96,19 +102,20 @@ def keep(memory: Memory, library: SkillLibrary, name: str, code: str, tests: str
     record: dict[str, Any] = {"version": number, "created_at": now(), "origin": origin, "status": status,
                               "model": (model or "")[:MODEL_MAX] or None, "path": module, "test_path": test,
                               "iterations": iterations, "directive_id": directive_id, "note": note[:NOTE_MAX],
-                              "inherited": list(dict.fromkeys(inherited))}
+                              "inherited": list(dict.fromkeys(inherited)), "sha256": sha}
     for key in ("signature", "description"):
         if key in fields:
             record[key] = fields[key]
     if evidence is not None:
         record["evidence"] = evidence
         fields["evidence"] = evidence
-    # the kept copy first, then memory (which validates), and the live files only once memory
-    # took the record: a rejected record leaves skills/ as it was
-    library.keep_version(name, number, code, tests)
-    memory.add_version(name, record, status=status, iterations=iterations, path=library.module_path(name),
-                       test_path=library.test_path(name), dependencies=library.dependencies(code), **fields)
-    library.save(name, code, tests)
+    # kept files first, then the record (the commit), then the copies in skills/ (see agent.changes)
+    with change(memory, library, name, "save"):
+        library.keep_file(module, code)
+        library.keep_file(test, tests)
+        memory.add_version(name, record, status=status, iterations=iterations, path=library.module_path(name),
+                           test_path=library.test_path(name), dependencies=library.dependencies(code), **fields)
+        library.save(name, code, tests)
     return number
 
 
@@ -126,37 +133,51 @@ def keep_passing(memory: Memory, library: SkillLibrary, state: dict[str, Any], *
 
 
 def restore(memory: Memory, library: SkillLibrary, name: str, number: int) -> dict[str, Any]:
-    """Make kept version ``number`` current again (its files back in ``skills/``); returns its
-    record. Its status is earned again by the retest that follows."""
+    """Make kept version ``number`` current again (its files back in ``skills/``, verified first);
+    returns its record. Until the retest that follows, it has the status it was kept with.
+    Raises LookupError (no such version) or ValueError (its files are gone or damaged)."""
     skill = memory.get_skill(name)
     record = find(skill or {}, number)
-    files = library.version_files(name, number) if record else None
-    if record is None or files is None:
+    if record is None:
         raise LookupError(number)
-    library.save(name, *files)
-    fields: dict[str, Any] = {"version": number, "dependencies": library.dependencies(files[0])}
+    files = kept_files(library, name, record)
+    if isinstance(files, str):
+        raise ValueError(files)
+    fields: dict[str, Any] = {"version": number, "status": record["status"],
+                              "dependencies": library.dependencies(files[0])}
     for key in ("evidence", "signature", "description"):
         if record.get(key):
             fields[key] = record[key]
-    memory.upsert_skill(name, **fields)
+    with change(memory, library, name, "rollback"):
+        memory.upsert_skill(name, **fields)
+        library.save(name, *files)
     return record
 
 
 def amend(memory: Memory, library: SkillLibrary, name: str, tests: str, **fields: Any) -> None:
-    """The current version gained tests (confirmed or added examples): rewrite its tests, here
-    and in its kept copy, and set ``fields`` (status, evidence...) on the skill and its record."""
+    """The current version gained tests (confirmed or added examples): keep them as a new file of
+    that version, switch its record to them, and set ``fields`` (status, evidence...) on the skill
+    and its record, in one update; then the copy in ``skills/``."""
     skill = ensure_versioned(memory, library, name)
-    code = library.source(name)
-    if skill is None or code is None:
+    record = current(skill)
+    files = kept_files(library, name, record) if record else "it has no kept version"
+    if skill is None or record is None:
         raise LookupError(name)
-    number = skill.get("version")
-    library.save(name, code, tests, version=number)
+    if isinstance(files, str):
+        raise ValueError(files)
+    number, code, old = record["version"], files[0], record["test_path"]
+    path = library.amended_test_path(name, number, tests)
     mirrored = {k: v for k, v in fields.items() if k in ("status", "evidence")}
 
     def apply(doc: dict[str, Any]) -> None:
         entry = next(s for s in doc["skills"] if s["name"] == name)
-        for record in entry.get("versions") or []:
-            if record["version"] == number:
-                record.update(mirrored)
+        for kept in entry.get("versions") or []:
+            if kept["version"] == number:
+                kept.update(mirrored, test_path=path, sha256=hashes(code, tests))
         entry.update(fields, updated_at=now())
-    memory.update(apply)
+    with change(memory, library, name, "examples"):
+        library.keep_file(path, tests)
+        memory.update(apply)
+        library.save(name, code, tests)
+        if old != path:
+            library.discard(old)

@@ -18,7 +18,8 @@ from agent.checks import describe_evidence
 
 STATUS_STYLES = {"working": "class:status.working ansigreen", "untested": "class:status.untested ansiyellow",
                  "failed": "class:status.failed ansired",
-                 "broken_dependency": "class:status.broken_dependency ansimagenta"}
+                 "broken_dependency": "class:status.broken_dependency ansimagenta",
+                 "damaged": "class:status.damaged ansired bold"}
 HEADING = "bold"
 SIGNATURE_CHARS = 40  # a column of :skills; longer text ends in "…"
 DESCRIPTION_CHARS = 50

@@ -7,6 +7,7 @@ component with O_NOFOLLOW relative to a directory fd, so a symlink planted by sa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -98,17 +99,29 @@ def safe_read_text(workspace: Path, relative: str | Path, limit: int = DEFAULT_R
         return fh.read(limit).decode("utf-8", errors="replace")
 
 
-def safe_write_text(workspace: Path, relative: str | Path, text: str) -> Path:
-    """Write a workspace file (creating parents) without following symlinks; atomic rename."""
+def safe_write_text(workspace: Path, relative: str | Path, text: str, *, durable: bool = False) -> Path:
+    """Write a workspace file (creating parents) without following symlinks; atomic rename.
+    A write that fails (a full disk) leaves the old file and no temp file. ``durable``: the
+    file and the rename reach the disk before this returns (fsync)."""
     parts = _parts(relative)
     dir_fd = _open_parent(workspace, parts, create=True)
     tmp = f".{parts[-1]}.{secrets.token_hex(4)}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
                      dir_fd=dir_fd)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.rename(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # replaces a link, never follows
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                if durable:
+                    os.fsync(fh.fileno())
+            os.rename(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # replaces a link, never follows
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        if durable:
+            os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
     return resolve_inside(workspace, relative)

@@ -13,7 +13,7 @@ from agent import planner
 from agent.analysis import headline
 from agent.config import Settings
 from agent.core import AutonomousAgent
-from agent.errors import AgentError, ModelUnavailable
+from agent.errors import AgentError, ModelUnavailable, SkillDamaged
 from tests.conftest import FakeModel
 
 PLAN = json.dumps({
@@ -192,10 +192,13 @@ def test_run_many_lets_later_skills_reuse_earlier_ones(workspace):
 def test_retest_reruns_a_saved_skill(workspace):
     agent = make_agent(workspace, FakeModel([PLAN, GOOD]))
     agent.run("Create a skill that adds two numbers")
+    assert agent.retest("add_numbers")["ok"]
     (workspace / "skills" / "add_numbers.py").write_text("def add_numbers(a, b):\n    return 0\n")
-    report = agent.retest("add_numbers")
-    assert not report["ok"] and report["category"] == "failed_assertion"
-    assert agent.memory.get_skill("add_numbers")["status"] == "failed"
+    with pytest.raises(SkillDamaged, match=r"skills/add_numbers.py is not v1's kept file .*:rollback add_numbers 1"):
+        agent.retest("add_numbers")  # a file that is not what was kept is never run
+    assert agent.memory.get_skill("add_numbers")["status"] == "working"  # no run happened
+    report = agent.rollback("add_numbers", 1)  # the repair: v1's kept files back in skills/
+    assert report["ok"] and "return a + b" in agent.library.source("add_numbers")
 
 
 def test_a_malicious_reply_is_blocked_and_the_user_told_why(workspace):

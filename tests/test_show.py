@@ -41,6 +41,9 @@ def agent(workspace) -> AutonomousAgent:
     stamp = agent.memory.get_skill("add_numbers")["created_at"]
     agent.memory.upsert_skill("add_numbers", version=2, versions=[
         version(1, stamp, status="failed"), version(2, stamp, origin="improve", note="handles negative numbers")])
+    for path, text in (("versions/add_numbers/v2.py", agent.library.source("add_numbers")),
+                       ("versions/add_numbers/v2_test.py", agent.library.tests("add_numbers"))):
+        agent.library.keep_file(path, text)  # the files the version records name (no hashes: trusted)
     agent.library.save("sum_three", "from skills.add_numbers import add_numbers\n\n\ndef sum_three(a: int, b: int, "
                        "c: int) -> int:\n    return add_numbers(add_numbers(a, b), c)\n", "def test_it():\n    pass\n")
     agent.memory.upsert_skill("sum_three", status="broken_dependency", dependencies=["add_numbers"],

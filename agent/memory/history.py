@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.errors import AgentError
+from agent.errors import AgentError, disk_full, no_space
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,6 +68,8 @@ def _one_line(path: Path):
     try:
         yield
     except sqlite3.Error as err:
+        if no_space(err):
+            raise disk_full(path.parent) from None
         raise HistoryError(f"{path}: {err} (the history and failure log could not be used)") from None
 
 

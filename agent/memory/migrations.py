@@ -107,7 +107,14 @@ def _v4_to_v5(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "version": 5}
 
 
-MIGRATIONS: list[Callable[[dict[str, Any]], dict[str, Any]]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5]
+def _v5_to_v6(doc: dict[str, Any]) -> dict[str, Any]:
+    """v6 only adds: a kept version's content hashes (``sha256``, recorded from its files at the
+    first start, see ``agent.changes.record_hashes``) and the ``disk_full`` reason."""
+    return {**doc, "version": 6}
+
+
+MIGRATIONS: list[Callable[[dict[str, Any]], dict[str, Any]]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5,
+                                                               _v5_to_v6]
 assert len(MIGRATIONS) == CURRENT_VERSION - 1
 
 

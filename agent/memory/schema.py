@@ -18,7 +18,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import best_match
 
-CURRENT_VERSION = 5
+CURRENT_VERSION = 6
 SCHEMA_PATH = Path(__file__).with_name("memory.schema.json")
 # each array of the document, and the field that identifies its items
 SECTIONS = {"skills": "name", "directives": "id", "failures": "seq"}

@@ -29,7 +29,8 @@ from typing import Any, TypeVar
 from filelock import FileLock, Timeout
 from jsonschema import ValidationError
 
-from agent.errors import AgentError, MemoryCorrupted
+from agent import faults
+from agent.errors import AgentError, DiskFull, MemoryCorrupted
 from agent.memory.files import atomic_write, fsync_dir, link_backup, temp_debris, try_lock, unlock
 from agent.memory.history import History
 from agent.memory.migrations import migrate
@@ -168,7 +169,8 @@ class Memory:
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise self._corrupted(f"cannot be migrated ({exc})".replace("\n", " ")) from None
         if mark is not None and version == CURRENT_VERSION:
-            self.history.set_meta(str(self.path), mark)
+            with contextlib.suppress(DiskFull):  # only a cache: a full disk must not stop a read
+                self.history.set_meta(str(self.path), mark)
         return doc, version
 
     def _current(self, *, exact: bool = False) -> tuple[dict[str, Any], int, _Cached | None]:
@@ -279,6 +281,7 @@ class Memory:
     def _save(self, cached: _Cached | None, data: bytes, version: int, doc: dict[str, Any],
               items: Index) -> None:
         """Log pending failures, back up the old file, replace it. Caller holds the lock."""
+        faults.step("write memory.json")
         if self._log_pending:
             self.history.add_failures(self._log_pending)
         if self.path.exists():
