@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from agent import faults
-from agent.library import SkillLibrary, digest
+from agent.errors import AgentError, UnsafePath
+from agent.library import KEPT_FILE, SkillLibrary, digest
 from agent.memory import Memory, now
 from agent.memory.files import atomic_write, fsync_dir
 from safety.paths import SKILL_NAME
@@ -46,6 +47,8 @@ def change(memory: Memory, library: SkillLibrary, name: str, op: str) -> Iterato
     runs; if it fails, the files are made to agree with memory before the error goes on."""
     path = _journal(memory, name)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent.is_symlink() or path.parent.parent.is_symlink():
+        raise UnsafePath(f"{path.parent} is a link: the agent never follows links for its own files")
     faults.step(f"{op} {name}: journal")
     atomic_write(path, json.dumps({"op": op, "skill": name, "started": now()}).encode())
     fsync_dir(path.parent)
@@ -88,20 +91,29 @@ def kept_files(library: SkillLibrary, name: str, record: dict[str, Any]) -> tupl
 
 def damage(library: SkillLibrary, name: str, skill: dict[str, Any] | None) -> str | None:
     """Why the skill's files cannot be trusted now (one line with the repair), or None. A skill
-    from before versions were kept has nothing to check against."""
+    from before versions were kept has nothing to check against. Reads digests, cached by file
+    identity, so that checking every skill stays quick."""
     record = current(skill)
     if record is None:
         return None
-    files = kept_files(library, name, record)
-    if isinstance(files, str):
-        others = [v["version"] for v in skill["versions"] if v is not record]  # type: ignore[index]
-        repair = (f":rollback {name} {others[-1]} or :forget {name}" if others else f":forget {name}")
-        return f"{files}; repair with {repair}"
-    live = library.source(name), library.tests(name)
-    if live != files:
-        which = library.module_path(name) if live[0] != files[0] else library.test_path(name)
-        return (f"{which} is not v{record['version']}'s kept file (damaged or changed by hand); "
-                f"repair with :rollback {name} {record['version']} (or :forget {name})")
+    number = record["version"]
+    kept = library.digest_of(record["path"]), library.digest_of(record["test_path"])
+    sha = record.get("sha256")
+    problem = None
+    for path, found, want in ((record["path"], kept[0], sha and sha["code"]),
+                              (record["test_path"], kept[1], sha and sha["tests"])):
+        if found is None or not KEPT_FILE.fullmatch(path) or path.split("/")[1] != name:
+            problem = f"v{number}'s kept file {path} is missing"
+        elif want and found != want:
+            problem = f"v{number}'s kept file {path} is damaged (it does not match its recorded hash)"
+        if problem:
+            others = [v["version"] for v in skill["versions"] if v is not record]  # type: ignore[index]
+            repair = f":rollback {name} {others[-1]} or :forget {name}" if others else f":forget {name}"
+            return f"{problem}; repair with {repair}"
+    for live, want in ((library.module_path(name), kept[0]), (library.test_path(name), kept[1])):
+        if library.digest_of(live) != want:
+            return (f"{live} is not v{number}'s kept file (damaged or changed by hand); "
+                    f"repair with :rollback {name} {number} (or :forget {name})")
     return None
 
 
@@ -170,7 +182,12 @@ def recover(memory: Memory, library: SkillLibrary) -> list[str]:
             op = json.loads(Path(entry.path).read_text(encoding="utf-8")).get("op", "a change")
         except (OSError, ValueError, AttributeError):
             op = "a change"
-        repaired = reconcile(memory, library, name)
+        try:
+            repaired = reconcile(memory, library, name)
+        except (AgentError, OSError) as err:  # a full disk, a path that is not ours: try again next start
+            notes.append(f"{op} of {name} was cut off and could not be repaired now ({err}); the next start "
+                         "tries again")
+            continue
         skill = memory.get_skill(name)
         state = (f"{name} is v{skill.get('version', 1)} ({skill['status']})" if skill else f"{name} is forgotten")
         what = "; ".join(repaired) if repaired else "nothing was left half-done"

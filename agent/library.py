@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Container
 from pathlib import Path
 
@@ -105,6 +106,7 @@ class SkillLibrary:
     def __init__(self, workspace: Path) -> None:
         self.workspace = workspace
         self.skills_dir = workspace / "skills"
+        self._digests: dict[str, tuple[tuple[int, int, int, int], str | None]] = {}
         (self.skills_dir / "tests").mkdir(parents=True, exist_ok=True)  # bound read-only in the sandbox
         init = self.skills_dir / "__init__.py"
         if not init.exists() and not init.is_symlink():
@@ -149,6 +151,24 @@ class SkillLibrary:
             return self._read(relative)
         except (UnsafePath, OSError):
             return None
+
+    def digest_of(self, relative: str) -> str | None:
+        """The SHA-256 of a library file's text (None when it is gone or not a plain file), cached
+        while the file's identity (inode, size, mtime, ctime) is unchanged: :skills checks every
+        skill's files."""
+        try:
+            path = resolve_inside(self.workspace, relative.rpartition("/")[0]) / relative.rpartition("/")[2]
+            st = os.lstat(path)
+        except (OSError, UnsafePath):
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        cached = self._digests.get(relative)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        text = self._read(relative) if stat.S_ISREG(st.st_mode) else None
+        value = None if text is None else digest(text)
+        self._digests[relative] = (key, value)
+        return value
 
     def kept_names(self, name: str) -> list[str]:
         """The workspace-relative paths of the files under ``versions/<name>/`` (links included)."""
