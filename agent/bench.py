@@ -51,6 +51,7 @@ from agent.llm import load_model
 from agent.llm.base import Completion, Model, Request, TokenCallback
 from agent.llm.common import Deadline
 from agent.state import LoopState
+from safety.sandbox import SandboxDidNotStart
 
 MAX_WORKERS = 16
 RESULTS, REPORT_JSON, REPORT_MD, PLOT, RUN_JSON = ("results.jsonl", "report.json", "report.md", "pass_rate.png",
@@ -148,6 +149,8 @@ def solve(problem: Problem, model: SharedModel, settings: Settings, root: Path) 
         loop_seconds = time.monotonic() - loop_started
         if result.reason == "model_unavailable":  # the model, not the problem: stop the run
             raise ModelUnavailable(result.message)
+        if result.reason == "sandbox_unavailable":  # the machine, not the code: no record, --resume redoes it
+            raise SandboxDidNotStart(result.message)
         tests = (agent.test_runs, agent.test_seconds)
         final = agent.final or {}
         if final.get("reason") == "passed":
@@ -500,6 +503,9 @@ def run_humaneval(problems: Sequence[Problem], model: Model, settings: Settings,
                     except ModelUnavailable as err:
                         error, queue = err, []
                         stop.set()
+                        continue
+                    except SandboxDidNotStart as err:  # not a failure of the code: left for --resume
+                        say(f"{problem.task_id}: no record: {err}")
                         continue
                     except KeyboardInterrupt:
                         continue

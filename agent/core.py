@@ -42,7 +42,7 @@ from agent.spec import MAX_GOAL_CHARS, leading_literal, new_evidence, parse_exam
 from agent.state import LoopState, SkillSpec, TestReport
 from safety.approvals import ApprovalRequest, Approvals, Decision
 from safety.paths import InvalidSkillName, safe_rmtree, validate_skill_name
-from safety.sandbox import Sandbox
+from safety.sandbox import Sandbox, SandboxDidNotStart
 
 
 @dataclass(frozen=True)
@@ -466,10 +466,16 @@ class AutonomousAgent:
                 final = self._ask_the_user(run, final, confirm)
             result = self._finish(final, run)
             if result.ok and result.skill:
-                self.retest_dependents(result.skill)
+                try:
+                    self.retest_dependents(result.skill)
+                except SandboxDidNotStart as err:  # the directive has ended; the rest keep their status
+                    if self.on_notice:
+                        self.on_notice(f"the skills importing {result.skill} were not retested: {err}")
             return result
         except ModelUnavailable as err:
             return run.end("pending", "model_unavailable", str(err))
+        except SandboxDidNotStart as err:  # the machine, not the code: nothing counted, resumable
+            return run.end("pending", "sandbox_unavailable", f"{err} (:resume continues the directive)")
         except KeyboardInterrupt:
             run.end("interrupted", "interrupted", "interrupted by the user")
             raise
@@ -566,7 +572,8 @@ class AutonomousAgent:
 
     def observe(self, name: str, code: str, calls: list[str]) -> list[Observed]:
         """Run ``calls`` against ``code`` in the sandbox (through the gates and approvals) and read
-        their results; none when the calls could not run (a gate or a denied approval)."""
+        their results; none when the calls could not run (a gate or a denied approval). A sandbox
+        that could not start raises ``SandboxDidNotStart``: no results is not what the code did."""
         outcome = self.execute(name, code, checks.probe_tests(name, calls))
         return [] if outcome.run is None else checks.read_probes(outcome.run.output, calls)
 
@@ -584,6 +591,7 @@ class AutonomousAgent:
 
         One-line errors: ``SkillCallError`` when the skill raised (its type and message);
         ``CallRefused`` when it did not run (a gate, a need not approved, no sandbox);
+        ``SandboxDidNotStart`` (an ``AgentError``) when the sandbox could not start, tried twice;
         ``AgentError`` for an unknown skill, one whose status is not working or untested, bad
         arguments, a run that timed out or ended without returning, a result too long.
         """
@@ -711,7 +719,8 @@ class AutonomousAgent:
         """Re-run a saved skill's doctests and tests (with those its version inherited) in the
         sandbox, and record the result: a pass keeps the status its evidence earns (``working`` or
         ``untested``); a failure is ``broken_dependency`` when a skill it imports changed
-        (``because_of``) or no longer passes, else ``failed``."""
+        (``because_of``) or no longer passes, else ``failed``. A sandbox that could not start
+        (``SandboxDidNotStart``, raised) is no run: the status and last test stay as they were."""
         source, tests = self.library.source(name), self.library.tests(name)
         skill = self.memory.get_skill(name)
         if source is None or tests is None or skill is None:

@@ -331,7 +331,8 @@ def run_hidden(agent: AutonomousAgent, problem: Problem, code: str, alias: str |
     # The harness's own tier-2 needs (a test holding an absolute path) are approved, in a real
     # sandbox only; tier 3 (eval, exec, ...) stays blocked, as for every run of generated code.
     approvals = Approvals(agent.memory, agent.workspace / "history" / "approvals.log", auto_approve=True)
-    # (a sandbox that could not start is started again by the sandbox itself: did_not_start)
+    # (a sandbox that could not start is started again by the sandbox itself, then raises
+    # SandboxDidNotStart: the solution is not scored as failing)
     outcome = safety.run_generated(name=HIDDEN_NAME, module_source="", workspace=agent.workspace,
                                    test_source=hidden_program(code, problem, nonce, alias),
                                    sandbox=agent.sandbox, approvals=approvals, timeout=agent.settings.timeout,

@@ -23,10 +23,10 @@ from safety.paths import (
     validate_skill_name,
 )
 from safety.policy import Finding, Tier, Verdict, check_code
-from safety.sandbox import RunResult, Sandbox, SandboxUnavailable, available_levels
+from safety.sandbox import RunResult, Sandbox, SandboxDidNotStart, SandboxUnavailable, available_levels
 
 __all__ = ["ApprovalRequest", "Approvals", "Decision", "Finding", "GrantStore", "InvalidSkillName",
-           "JsonGrantStore", "RunResult", "SafetyOutcome", "Sandbox", "SandboxUnavailable",
+           "JsonGrantStore", "RunResult", "SafetyOutcome", "Sandbox", "SandboxDidNotStart", "SandboxUnavailable",
            "TestRun", "Tier", "Verdict", "available_levels", "check_code", "resolve_inside",
            "run_generated", "safe_read_text", "safe_write_text", "validate_skill_name"]
 

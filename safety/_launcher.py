@@ -31,12 +31,24 @@ CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 LIBC = ctypes.CDLL(None, use_errno=True)
+STATUS = [-1]   # the parent's status pipe: written only when the launcher fails, closed by exec
+
+
+def give_up(message):
+    """Exit 126, saying why on stderr and on the status pipe. The pipe is closed on exec, so no
+    code the sandbox runs can write it: what comes through it is the launcher's own failure."""
+    sys.stderr.write(f"{message}\n")
+    if STATUS[0] >= 0:
+        try:
+            os.write(STATUS[0], message.encode()[:4000])
+        except OSError:
+            pass
+    os._exit(126)
 
 
 def fail(what):
     err = ctypes.get_errno()
-    sys.stderr.write(f"sandbox launcher: {what} failed ({os.strerror(err) if err else 'error'})\n")
-    os._exit(126)
+    give_up(f"sandbox launcher: {what} failed ({os.strerror(err) if err else 'error'})")
 
 
 def check(result, what):
@@ -247,6 +259,9 @@ def apply_seccomp(bpf_hex):
 def main(argv):
     cfg = json.loads(argv[1])
     args = argv[argv.index("--") + 1:]
+    if cfg.get("status_fd") is not None:
+        STATUS[0] = cfg["status_fd"]
+        os.set_inheritable(STATUS[0], False)   # closed by the exec of bwrap or the interpreter
     try:
         join_cgroups(cfg.get("cgroups", []))
         if cfg.get("mounts"):
@@ -256,16 +271,15 @@ def main(argv):
         set_rlimits(cfg["rlimits"])
         if cfg.get("drop"):
             drop_to(*cfg["drop"])
+        if cfg.get("bwrap"):
+            exec_bwrap(cfg["bwrap"], [cfg["python"], *args], cfg.get("seccomp"))
+        if cfg.get("landlock"):
+            apply_landlock(cfg["landlock"])
+        if cfg.get("seccomp"):
+            apply_seccomp(cfg["seccomp"])
+        os.execv(cfg["python"], [cfg["python"], *args])  # noqa: S606 - the launcher execs the interpreter by path
     except (OSError, ValueError) as err:
-        sys.stderr.write(f"sandbox launcher: {err}\n")
-        os._exit(126)
-    if cfg.get("bwrap"):
-        exec_bwrap(cfg["bwrap"], [cfg["python"], *args], cfg.get("seccomp"))
-    if cfg.get("landlock"):
-        apply_landlock(cfg["landlock"])
-    if cfg.get("seccomp"):
-        apply_seccomp(cfg["seccomp"])
-    os.execv(cfg["python"], [cfg["python"], *args])  # noqa: S606 - the launcher execs the interpreter by path
+        give_up(f"sandbox launcher: {err}")
 
 
 if __name__ == "__main__":

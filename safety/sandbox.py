@@ -66,18 +66,34 @@ def sandbox_identity() -> tuple[int, int] | None:
 
 
 START_RETRIES = 3  # starts again of a sandbox that could not start (see did_not_start)
+LAUNCH_RETRIES = 1  # starts again of a run whose launcher failed or whose cgroup vanished
 
 
 def did_not_start(result: RunResult) -> bool:
     """Whether bubblewrap failed before running anything (EAGAIN making a namespace: the
     machine ran out of namespaces or processes for a moment). Code that prints the same line
-    itself only gets itself run again, at most ``START_RETRIES`` times."""
+    itself only gets itself run again, at most ``START_RETRIES`` times, and a pytest run always
+    prints to stdout first."""
     return (result.level == "bwrap" and result.returncode == 1 and not result.stdout
             and result.stderr.lstrip().startswith("bwrap: Creating new namespace failed"))
 
 
 class SandboxUnavailable(AgentError):
     """The requested sandbox level does not work on this machine."""
+
+
+class SandboxDidNotStart(AgentError):
+    """The sandbox could not run the code, which is not the code's doing: the launcher failed
+    before the code started (it says so on a pipe the code cannot write), the run's cgroup was
+    removed under it, or bubblewrap found no namespace free through every retry. Raised only
+    after the run was started again; a caller records nothing about the code (no status, no
+    failed iteration) and says this one line."""
+
+    @classmethod
+    def because(cls, why: str) -> SandboxDidNotStart:
+        why = " ".join(why.split())[:300] or "no reason given"
+        return cls(f"the sandbox could not start, so the code did not run ({why}); nothing was "
+                   "recorded against it: try again")
 
 
 @dataclass(frozen=True)
@@ -190,17 +206,27 @@ class Sandbox:
         inode-limited tmpfs holding copies of its files, so nothing written reaches the host.
         ``readonly`` paths are visible, not writable. The whole process tree is killed on
         timeout and on any exception here (KeyboardInterrupt included), which is re-raised.
-        A sandbox that could not start (bubblewrap found no namespace free for a moment, on a
-        busy machine) says nothing about the code, which never ran: it is started again, up to
-        ``START_RETRIES`` times.
+        A sandbox that could not start says nothing about the code, which never ran: bubblewrap
+        finding no namespace free for a moment (a busy machine) is started again up to
+        ``START_RETRIES`` times, a launcher that failed or a cgroup removed under the run
+        ``LAUNCH_RETRIES`` times; then ``SandboxDidNotStart`` is raised, never a result.
         """
-        for attempt in range(START_RETRIES + 1):
-            result = self._run_once(args, cwd=cwd, timeout=timeout, grants=grants, readonly=readonly,
-                                    output_limit=output_limit)
-            if attempt == START_RETRIES or not did_not_start(result):
+        launch_failures = busy = 0
+        while True:
+            try:
+                result = self._run_once(args, cwd=cwd, timeout=timeout, grants=grants, readonly=readonly,
+                                        output_limit=output_limit)
+            except SandboxDidNotStart:
+                launch_failures += 1
+                if launch_failures > LAUNCH_RETRIES:
+                    raise
+                continue
+            if not did_not_start(result):
                 return result
-            time.sleep(0.25 * 2 ** attempt)
-        raise AssertionError("unreachable")
+            busy += 1
+            if busy > START_RETRIES:
+                raise SandboxDidNotStart.because(result.stderr.strip().splitlines()[0])
+            time.sleep(0.25 * 2 ** (busy - 1))
 
     def _run_once(self, args: list[str], *, cwd: Path, timeout: float, grants: frozenset[str],
                   readonly: Sequence[Path], output_limit: int) -> RunResult:
@@ -208,16 +234,22 @@ class Sandbox:
             raise SandboxUnavailable(UNSANDBOXED_REFUSAL)
         cwd = self._inside(cwd)
         started = time.monotonic()
-        proc, cgroup = self._launch(args, cwd=cwd, readonly=[Path(p).resolve() for p in readonly],
-                                    network="network" in grants, cpu_seconds=timeout, stdin=subprocess.DEVNULL)
-        oom = False
+        proc, cgroup, status = self._launch(args, cwd=cwd, readonly=[Path(p).resolve() for p in readonly],
+                                            network="network" in grants, cpu_seconds=timeout,
+                                            stdin=subprocess.DEVNULL)
+        oom, vanished = False, False
         try:
             out, err, timed_out, truncated = _collect(proc, timeout, output_limit)
         finally:
             _kill_tree(proc, cgroup)
+            failure = launch_failure(status)
             if cgroup:
-                oom = cgroup.oom_killed()
+                oom, vanished = cgroup.oom_killed(), cgroup.vanished()
                 cgroup.remove()
+        if failure:
+            raise SandboxDidNotStart.because(failure)
+        if vanished:
+            raise SandboxDidNotStart.because("the run's cgroup was removed while it ran")
         if oom:
             err += b"\n[sandbox] the run went over its memory limit: the kernel killed part of it"
         return RunResult(proc.returncode if not timed_out else None,
@@ -225,20 +257,26 @@ class Sandbox:
                          timed_out, self.level, time.monotonic() - started, truncated)
 
     def _launch(self, args: Sequence[str], *, cwd: Path, readonly: list[Path], network: bool, cpu_seconds: float,
-                stdin: int) -> tuple[subprocess.Popen, RunCgroup | None]:
-        """Start ``python -I -B <args>`` through the launcher, in a cgroup of its own (as root)."""
+                stdin: int) -> tuple[subprocess.Popen, RunCgroup | None, int]:
+        """Start ``python -I -B <args>`` through the launcher, in a cgroup of its own (as root).
+        The third value is the read end of the launcher's status pipe (see ``launch_failure``)."""
         cgroup = RunCgroup.create(self.limits.memory, self.limits.processes) if _ROOT else None
         cfg = self._config(cwd, readonly, network, cpu_seconds, cgroup)
+        status, status_w = os.pipe()
+        cfg["status_fd"] = status_w
         cmd = [self.python, "-I", "-S", confine.LAUNCHER, json.dumps(cfg), "--", "-I", "-B", *args]
         try:
             proc = subprocess.Popen(cmd, cwd=cwd, env=cfg.pop("env"), stdin=stdin,  # noqa: S603
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True, pass_fds=(status_w,))
         except BaseException:
+            os.close(status)
             if cgroup:
                 cgroup.remove()
             raise
-        return proc, cgroup
+        finally:
+            os.close(status_w)
+        return proc, cgroup, status
 
     def _inside(self, path: Path) -> Path:
         resolved = Path(path).resolve()
@@ -355,6 +393,20 @@ def _collect(proc: subprocess.Popen, timeout: float, limit: int) -> tuple[bytes,
     return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), timed_out, truncated
 
 
+def launch_failure(status: int) -> str:
+    """What the launcher said on its status pipe (read once its process is gone), then closed:
+    why it gave up before the code started, or "" (it exec'd bubblewrap or the interpreter, so
+    whatever happened next happened to the code)."""
+    try:
+        os.set_blocking(status, False)
+        return os.read(status, 4096).decode("utf-8", "replace").strip()
+    except OSError:   # EAGAIN: a holder still alive (cannot be, the tree is dead); EBADF
+        return ""
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(status)
+
+
 def _kill_tree(proc: subprocess.Popen, cgroup: RunCgroup | None) -> None:
     """SIGKILL the process group (and every cgroup member), reap, close pipes. The caller
     removes the cgroup."""
@@ -388,7 +440,7 @@ def available_levels() -> list[str]:
             box = Sandbox(Path(tmp).resolve(), level)
             try:
                 res = box.run_python(["-c", "print('ok')"], cwd=Path(tmp), timeout=10)
-            except OSError:
+            except (OSError, SandboxDidNotStart):
                 continue
             if res.returncode == 0 and res.stdout.strip() == "ok":
                 levels.append(level)

@@ -54,13 +54,13 @@ class WarmWorker:
               readonly: Sequence[Path]) -> WarmWorker | None:
         """A worker that said ready, or None (it could not start; nothing of it is left)."""
         try:
-            proc, cgroup = sandbox._launch([WORKER], cwd=exec_dir,
-                                           readonly=[Path(p).resolve() for p in readonly] + [Path(WORKER)],
-                                           network="network" in grants, cpu_seconds=WORKER_CPU - 1,
-                                           stdin=subprocess.PIPE)
+            proc, cgroup, status = sandbox._launch(
+                [WORKER], cwd=exec_dir, readonly=[Path(p).resolve() for p in readonly] + [Path(WORKER)],
+                network="network" in grants, cpu_seconds=WORKER_CPU - 1, stdin=subprocess.PIPE)
         except BaseException:
             safe_rmtree(exec_dir)
             raise
+        os.close(status)   # a worker that does not say ready is given up, whatever the reason
         worker = cls(proc, cgroup, exec_dir, sandbox.level)
         try:
             worker.ready = worker._read() == {"ready": True}
@@ -96,7 +96,11 @@ class WarmWorker:
         seconds = time.monotonic() - started
         oom = bool(self.cgroup and self.cgroup.oom_killed())
         note = "\n[sandbox] the run went over its memory limit: the kernel killed part of it" if oom else ""
-        if not isinstance(reply, dict) or "returncode" not in reply:
+        ended = not isinstance(reply, dict) or "returncode" not in reply
+        if ended and self.cgroup is not None and self.cgroup.vanished():
+            self.close()
+            return None   # its cgroup was removed under it (its processes killed): not the code's doing
+        if ended:
             # The sandbox died (the code killed it, or the memory limit did) or hung: the run failed.
             timed_out = self.proc.poll() is None
             self.close()

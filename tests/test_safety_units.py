@@ -375,9 +375,8 @@ def test_no_cgroup_outlives_overlapping_runs(workspace: Path) -> None:
     if os.geteuid() != 0 or not available():
         pytest.skip("run cgroups are made only as root")
     stale = RunCgroup.create(1 << 30, 16)
-    assert stale is not None
-    for path in set(stale.dirs.values()):   # as if an agent with pid 999999999 had died
-        path.rename(path.with_name(f"{PREFIX}999999999-deadbeef"))
+    assert stale is not None and stale.lock is not None
+    stale.lock.release(forget=False)   # as if its agent had died: the kernel drops a dead owner's lock
     box = Sandbox.probe(workspace)
     threads = [threading.Thread(target=box.run_python, args=(["-c", "import os; os.fork()"],),
                                 kwargs={"cwd": workspace}) for _ in range(6)]
