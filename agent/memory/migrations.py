@@ -109,7 +109,8 @@ def _v4_to_v5(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _v5_to_v6(doc: dict[str, Any]) -> dict[str, Any]:
     """v6 only adds: a kept version's content hashes (``sha256``, recorded from its files at the
-    first start, see ``agent.changes.record_hashes``) and the ``disk_full`` reason."""
+    first start, see ``agent.changes.record_hashes``) and the ``disk_full`` and ``sandbox_unavailable``
+    reasons."""
     return {**doc, "version": 6}
 
 
