@@ -15,7 +15,7 @@ import pytest
 from agent.core import AutonomousAgent
 from agent.errors import AgentError, CallRefused, SkillCallError
 from agent.mcp_server import annotation_schema, skill_shape
-from agent.repl import parse_run
+from agent.repl import parse_run, run_usage
 from autonomous_agent import main
 from safety.approvals import Decision
 from tests.conftest import FakeModel
@@ -42,10 +42,27 @@ SKILLS = {
               "Scale items.",
               "def scale(items: list[int], factor: float = 2.0, *, label: str | None = None) -> dict:\n"
               "    return {'label': label, 'items': [i * factor for i in items]}\n"),
+    "deep": ("deep(n: int) -> list", "A list nested n deep.",
+             "def deep(n: int) -> list:\n    value = []\n    for _ in range(n - 1):\n        value = [value]\n"
+             "    return value\n"),
     "pair": ("pair(point: tuple[int, int], /) -> int", "Sum a pair.",
              "def pair(point: tuple[int, int], /) -> int:\n    assert isinstance(point, tuple)\n"
              "    return point[0] + point[1]\n"),
 }
+
+
+def nested(depth: int) -> list:
+    """A list nested ``depth`` deep: nested(1) == [], nested(2) == [[]]."""
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def holds_itself() -> list:
+    value: list = []
+    value.append(value)
+    return value
 
 
 def add_skills(agent: AutonomousAgent, names: list[str] | None = None, status: str = "working") -> None:
@@ -111,11 +128,37 @@ def test_an_exception_in_the_skill_is_one_line_naming_it(agent):
     (("echo", object()), "cannot call echo(<object object at"),
     (("echo", float("nan")), "arguments must be Python literals"),
     (("echo", frozenset({1})), "arguments must be Python literals"),
+    # past a limit: refused naming it (a RecursionError, or "must be Python literals", before)
+    (("echo", 10 ** 5000), "cannot call echo(...): an argument has an int of more than 4,300 digits (at most 4,300)"),
+    (("echo", nested(200)), "an argument is nested more than 100 deep (at most 100)"),
+    (("echo", nested(100_001)), "cannot call echo(...): an argument is nested more than 100 deep (at most 100)"),
+    (("echo", holds_itself()), "an argument is nested more than 100 deep (at most 100)"),
+    (("echo", list(range(100_001))), "the arguments are more than 100,000 characters as Python literals"),
 ])
 def test_bad_calls_are_one_line_agent_errors(agent, call, message):
     with pytest.raises(AgentError) as caught:
         agent.call(*call)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [nested(100), 10 ** 4300 - 1, -(10 ** 4300 - 1), [nested(99), {"k": (1, 2.5)}]],
+                         ids=["nested-100", "4300-digits", "minus-4300-digits", "mixed"])
+def test_arguments_at_the_limits_reach_the_skill_unchanged(agent, value):
+    assert agent.call("echo", value) == value
+
+
+@pytest.mark.parametrize("depth, expected", [
+    (100, nested(100)),
+    (150, "deep(150) returned a value that is nested 150 deep (at most 100)"),
+    (250, "deep(250) returned a value that is nested 250 deep (at most 100)"),  # a str before
+])
+def test_a_result_is_its_value_or_one_line_naming_the_limit(agent, depth, expected):
+    if isinstance(expected, list):
+        assert agent.call("deep", depth) == expected
+        return
+    with pytest.raises(AgentError) as caught:
+        agent.call("deep", depth)
+    assert str(caught.value) == expected
 
 
 def test_a_bad_keyword_is_refused(agent):
@@ -189,6 +232,10 @@ def test_a_tier_two_need_is_asked_then_granted_or_denied(workspace):
     ("f eval(1)", ("f", ("eval(1)",), {})),
     ("add(a=1, b=2)", ("add", (), {"a": 1, "b": 2})),
     ("f b'x' 1.5 True", ("f", (b"x", 1.5, True), {})),
+    ("f " + "[" * 100 + "]" * 100, ("f", (nested(100),), {})),  # the depth limit itself
+    ("f " + "9" * 4300, ("f", (10 ** 4300 - 1,), {})),  # the digits limit itself
+    ('f "10**400" hello-world', ("f", ("10**400", "hello-world"), {})),  # quoted, or plain words: strings
+    ('f "' + "[" * 300 + '"', ("f", ("[" * 300,), {})),
 ])
 def test_run_reads_arguments_as_python_call_arguments_or_shell_words(line, expected):
     assert parse_run(line) == expected
@@ -209,11 +256,53 @@ def test_a_bad_run_line_is_one_usage_line(line, message):
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("line, message", [
+    ("add 10**400 1", "10**400 is an expression, not a literal: write its value (or quote it to pass a string)"),
+    ("add 2+3 1", "2+3 is an expression, not a literal"),
+    ("f x=10**400", "10**400 is an expression, not a literal"),
+    ("f " + "1" * 5000, "an argument has an int of 5,000 digits (at most 4,300)"),
+    ("f(" + "1" * 5000 + ")", "an argument has an int of 5,000 digits (at most 4,300)"),
+    ("f " + "[" * 3000 + "]" * 3000, "an argument is nested 3,000 deep (at most 100)"),
+    ("f " + "[" * 200 + "]" * 200, "an argument is nested 200 deep (at most 100)"),
+    ("f(" + "[" * 200 + "]" * 200 + ")", "an argument is nested 200 deep (at most 100)"),
+    ("f " + "[" * 3000, "an argument is nested 3,000 deep (at most 100)"),  # unclosed, still no string
+])
+def test_run_refuses_in_one_line_what_it_would_otherwise_change(line, message):
+    """Each of these was passed on as a string (or cut short) before: now refused, naming the limit."""
+    with pytest.raises(AgentError) as caught:
+        parse_run(line)
+    assert str(caught.value) == message or str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+WORD_COUNTER = {"name": "word_counter", "signature": "word_counter(text: str) -> dict[str, int]"}
+KEYWORDS = {"name": "f", "signature": "f(a, /, b=1, *rest, c, d=2, **more) -> None"}
+
+
+@pytest.mark.parametrize("skill, args, kwargs, usage", [
+    (WORD_COUNTER, (), {}, "word_counter: missing a required argument: 'text'; "
+                           "usage: :run word_counter(text: str) -> dict[str, int]"),
+    (WORD_COUNTER, ("a", "b"), {}, "word_counter: too many positional arguments; usage: :run word_counter("),
+    (WORD_COUNTER, (), {"txt": "a"}, "word_counter: missing a required argument: 'text'"),
+    (WORD_COUNTER, ("a",), {}, None),
+    (WORD_COUNTER, (), {"text": "a"}, None),
+    (KEYWORDS, (1,), {}, "f: missing a required argument: 'c'; usage: :run f(a, /, b=1, *rest, c, d=2, **more)"),
+    (KEYWORDS, (1, 2, 3, 4), {"c": 1, "z": 0}, None),
+    (KEYWORDS, (), {"a": 1, "c": 1}, "f: 'a' parameter is positional only, but was passed as a keyword"),
+    ({"name": "g", "signature": "g(x: "}, (), {}, None),  # unreadable: the call itself says
+    (None, (), {}, None),  # no such skill: call_result says
+])
+def test_run_with_missing_or_extra_arguments_prints_the_signature(skill, args, kwargs, usage):
+    found = run_usage(skill, args, kwargs)
+    assert found == usage if usage is None else found.startswith(usage)
+
+
 def test_run_in_the_repl_prints_the_result_or_one_error_line(workspace, server):  # noqa: F811
     server.enqueue(PLAN, GOOD)
     code, out = session(workspace, [":directive Create a skill that adds two numbers", ":run add_numbers 2 3",
                                     ":run add_numbers(a=1, b=2)", ":run add_numbers 'x' 1", ":run nothing 1",
-                                    ":run", ":help", ":quit"], "--model", MODEL)
+                                    ":run", ":run add_numbers", ":run add_numbers 10**400 1", ":help", ":quit"],
+                        "--model", MODEL)
     if "sandbox: rlimits" in out:
         pytest.skip("no sandbox works on this machine: generated code is refused")
     assert code == 0 and "Traceback" not in out
@@ -227,6 +316,9 @@ def test_run_in_the_repl_prints_the_result_or_one_error_line(workspace, server):
     assert "error: add_numbers('x', 1) raised TypeError: can only concatenate str" in out
     assert "error: no saved skill named 'nothing' (see :skills)" in out
     assert "error: usage: :run <skill> <arguments>" in out
+    assert ("error: add_numbers: missing a required argument: 'a'; usage: :run add_numbers(a: int, b: int) -> int"
+            in out)
+    assert "error: 10**400 is an expression, not a literal" in out
     assert ":run <skill> <args>" in out  # :help lists it
 
 
@@ -348,7 +440,7 @@ def test_mcp_writes_nothing_but_the_protocol_to_stdout(agent, workspace):
     done = subprocess.run(command, input=b"", capture_output=True, timeout=60, check=False,  # noqa: S603
                           env={**os.environ, "PYTHONWARNINGS": "default"})
     assert (done.returncode, done.stdout) == (0, b"")
-    assert b"serving 9 working skills" in done.stderr and b"Traceback" not in done.stderr
+    assert b"serving 10 working skills" in done.stderr and b"Traceback" not in done.stderr
 
 
 def test_mcp_settings_errors_are_one_line(workspace, capsys):
