@@ -239,7 +239,7 @@ def test_a_tier_two_need_is_asked_then_granted_or_denied(workspace):
     ("f " + "9" * 4300, ("f", (10 ** 4300 - 1,), {})),  # the digits limit itself
     ('f "10**400" hello-world', ("f", ("10**400", "hello-world"), {})),  # quoted, or plain words: strings
     ('f "' + "[" * 300 + '"', ("f", ("[" * 300,), {})),
-])
+], ids=lambda row: row[:40] if isinstance(row, str) else "")
 def test_run_reads_arguments_as_python_call_arguments_or_shell_words(line, expected):
     assert parse_run(line) == expected
 
@@ -269,7 +269,8 @@ def test_a_bad_run_line_is_one_usage_line(line, message):
     ("f " + "[" * 200 + "]" * 200, "an argument is nested 200 deep (at most 100)"),
     ("f(" + "[" * 200 + "]" * 200 + ")", "an argument is nested 200 deep (at most 100)"),
     ("f " + "[" * 3000, "an argument is nested 3,000 deep (at most 100)"),  # unclosed, still no string
-])
+], ids=["10**400", "2+3", "keyword-10**400", "int-5000-digits", "call-int-5000-digits", "nested-3000", "nested-200",
+        "call-nested-200", "unclosed-3000"])
 def test_run_refuses_in_one_line_what_it_would_otherwise_change(line, message):
     """Each of these was passed on as a string (or cut short) before: now refused, naming the limit."""
     with pytest.raises(AgentError) as caught:
@@ -294,7 +295,8 @@ KEYWORDS = {"name": "f", "signature": "f(a, /, b=1, *rest, c, d=2, **more) -> No
     (KEYWORDS, (), {"a": 1, "c": 1}, "f: 'a' parameter is positional only, but was passed as a keyword"),
     ({"name": "g", "signature": "g(x: "}, (), {}, None),  # unreadable: the call itself says
     (None, (), {}, None),  # no such skill: call_result says
-])
+], ids=["none", "two", "wrong-keyword", "one", "keyword", "no-c", "all-and-more", "positional-only", "unreadable",
+        "no-skill"])
 def test_run_with_missing_or_extra_arguments_prints_the_signature(skill, args, kwargs, usage):
     found = run_usage(skill, args, kwargs)
     assert found == usage if usage is None else found.startswith(usage)
@@ -626,6 +628,8 @@ def sdk_answers(served, tmp_path_factory) -> dict[str, object]:
                     found[key] = await client.call_tool(name, arguments)
             except MCPError as err:
                 found[key] = err
+            except TimeoutError:
+                found[key] = "no answer"
         found["listed"] = len((await client.list_tools()).tools)  # still serving
         return found
 
