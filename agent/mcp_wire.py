@@ -13,7 +13,6 @@ A notification (no id) is never answered, even when it is bad: it is noted on st
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,14 +20,16 @@ from typing import Any, BinaryIO
 
 from agent.literals import MAX_INT_DIGITS, digits_problem
 
-MAX_LINE_BYTES = 4 * 1024 * 1024
+MAX_LINE_BYTES = 1024 * 1024  # ten times what a call's arguments may be (100,000 characters), escapes and all
 MAX_JSON_DEPTH = 128  # well inside the SDK's JSON parser (it stops at 200) and Python's json
 MAX_REASON_CHARS = 200
 PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
 
-# A JSON string (skipped whole) or a bracket: enough to measure nesting without parsing.
-# (an unclosed string runs to the end: one pass, never a rescan from each quote).
+# A JSON string (skipped whole; an unclosed one runs to the end, so no rescan from each quote)
+# or a bracket: where the brackets are, for a message too deep to parse.
 _JSON_PIECE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.S)
+MAX_PIECES = 500_000  # strings and brackets walked to find the id of a message too deep (else null)
+MAX_WALK = 200_000  # values walked to say where a number that cannot be read is
 
 
 class _Unreadable:
@@ -38,18 +39,71 @@ class _Unreadable:
         self.reason = reason
 
 
-def _int(text: str) -> int | _Unreadable:
-    digits = len(text.lstrip("-"))
-    return int(text) if digits <= MAX_INT_DIGITS else _Unreadable(digits_problem(digits).removeprefix("has "))
-
-
-def _float(text: str) -> float | _Unreadable:
-    value = float(text)
-    return value if math.isfinite(value) else _Unreadable(f"the number {text[:20]} is out of range")
+class _NotJson(ValueError):
+    """NaN, Infinity: Python's json reads them, JSON has none."""
 
 
 def _constant(text: str) -> Any:
-    raise ValueError(f"{text} is not JSON")
+    raise _NotJson(f"{text} is not JSON")
+
+
+def _read(text: str) -> tuple[Any, _Unreadable | None]:
+    """The JSON value of ``text`` (``json.loads``, C speed), and the first int in it past
+    ``MAX_INT_DIGITS`` digits: such an int is read as an ``_Unreadable``, so that the message's id
+    can still be. Raises ``json.JSONDecodeError``, ``_NotJson``, or ``RecursionError`` (too deep)."""
+    try:
+        return json.loads(text, parse_constant=_constant), None
+    except (json.JSONDecodeError, _NotJson, RecursionError):
+        raise
+    except ValueError:  # an int past Python's limit for int text: read again, marking it
+        pass
+    found: list[_Unreadable] = []
+
+    def parse_int(number: str) -> int | _Unreadable:
+        digits = len(number.lstrip("-"))
+        if digits <= MAX_INT_DIGITS:
+            return int(number)
+        found.append(_Unreadable(digits_problem(digits).removeprefix("has ")))
+        return found[-1]
+
+    value = json.loads(text, parse_int=parse_int, parse_constant=_constant)
+    return value, (found[0] if found else None)
+
+
+def depth_of(value: Any) -> int:
+    """How deeply a parsed JSON value nests (level by level, no recursion)."""
+    depth, level = 0, [value] if isinstance(value, list | dict) else []
+    while level:
+        depth += 1
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, list | dict)]
+    return depth
+
+
+def _where(value: Any, target: _Unreadable) -> str:
+    """Where ``target`` is in ``value`` ("params.arguments.x"), or "" when not among the first
+    ``MAX_WALK`` values (walked depth first, one at a time: no list of them all is made)."""
+    path: list[str] = []
+    stack: list[Any] = [iter([("", value)])]
+    for _ in range(MAX_WALK):
+        if not stack:
+            break
+        step = next(stack[-1], None)
+        if step is None:
+            stack.pop()
+            if path:
+                path.pop()
+            continue
+        key, item = step
+        if item is target:
+            return "".join([*path, key]).lstrip(".")
+        if isinstance(item, dict):
+            path.append(key)
+            stack.append((f".{k}", v) for k, v in item.items())
+        elif isinstance(item, list):
+            path.append(key)
+            stack.append((f"[{i}]", v) for i, v in enumerate(item))
+    return ""
 
 
 @dataclass(frozen=True)
@@ -68,27 +122,19 @@ def _answer(request_id: Any, code: int, reason: str) -> Verdict:
     return Verdict(error={"id": request_id, "code": code, "message": reason}, note=reason)
 
 
-def depth_of(line: bytes) -> int:
-    """How deeply the JSON in ``line`` nests (strings skipped), read without parsing it."""
-    depth = deepest = 0
-    for piece in _JSON_PIECE.finditer(line):
+def _shallow(line: bytes) -> tuple[bytes | None, int]:
+    """``line`` with every array or object below ``MAX_JSON_DEPTH`` levels replaced by null (what
+    is left can be parsed for the id and method of a message too deep to take), and how deeply it
+    nests; None (and the depth so far) when that would mean walking more than ``MAX_PIECES``
+    strings and brackets."""
+    out, depth, deepest, start, last = [], 0, 0, 0, 0
+    for count, piece in enumerate(_JSON_PIECE.finditer(line)):
+        if count > MAX_PIECES:
+            return None, deepest
         token = piece.group()
         if token in (b"[", b"{"):
             depth += 1
             deepest = max(deepest, depth)
-        elif token in (b"]", b"}"):
-            depth -= 1
-    return deepest
-
-
-def _shallow(line: bytes) -> bytes:
-    """``line`` with every array or object below ``MAX_JSON_DEPTH`` levels replaced by null: what
-    is left can be parsed for the id and method of a message too deep to take."""
-    out, depth, start, last = [], 0, 0, 0
-    for piece in _JSON_PIECE.finditer(line):
-        token = piece.group()
-        if token in (b"[", b"{"):
-            depth += 1
             if depth == MAX_JSON_DEPTH + 1:
                 start = piece.start()
         elif token in (b"]", b"}"):
@@ -97,21 +143,7 @@ def _shallow(line: bytes) -> bytes:
                 last = piece.end()
             depth -= 1
     out.append(line[last:])
-    return b"".join(out)
-
-
-def _unreadable(value: Any, path: str) -> str | None:
-    """The first number that could not be read as written, as "path: reason"."""
-    stack = [(value, path)]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, _Unreadable):
-            return f"{where}: {item.reason}" if where else item.reason
-        if isinstance(item, dict):
-            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in reversed(item.items()))
-        elif isinstance(item, list):
-            stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
-    return None
+    return b"".join(out), deepest
 
 
 def screen(line: bytes | None) -> Verdict:
@@ -121,15 +153,23 @@ def screen(line: bytes | None) -> Verdict:
     line = line.strip()
     if not line:
         return Verdict(note="empty line")
-    deep = depth_of(line)
+    deep = 0
     try:
-        text = (_shallow(line) if deep > MAX_JSON_DEPTH else line).decode("utf-8")
-        message = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+        try:
+            message, unreadable = _read(line.decode("utf-8"))
+        except RecursionError:  # nested deeper than Python's json goes: read what is above the limit
+            shallow, deep = _shallow(line)
+            if shallow is None:
+                return _answer(None, INVALID_PARAMS, f"invalid params: the message is nested more than {deep:,} "
+                                                     f"deep (at most {MAX_JSON_DEPTH})")
+            message, unreadable = _read(shallow.decode("utf-8"))
     except UnicodeDecodeError:
         return _answer(None, PARSE_ERROR, "parse error: the message is not UTF-8")
     except (ValueError, RecursionError) as err:
         why = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else str(err)
         return _answer(None, PARSE_ERROR, f"parse error: {why}")
+    if not deep and line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH:  # else it cannot be too deep
+        deep = depth_of(message)
     if isinstance(message, list):
         return _answer(None, INVALID_REQUEST, "invalid request: a batch (JSON array); MCP takes one message a line"
                        if message else "invalid request: an empty batch")
@@ -147,7 +187,7 @@ def screen(line: bytes | None) -> Verdict:
         return fail(INVALID_REQUEST, 'invalid request: jsonrpc must be "2.0"')
     if "method" not in message:
         if has_id and ("result" in message or "error" in message):  # a response to the server
-            if deep > MAX_JSON_DEPTH or _unreadable(message, ""):
+            if deep > MAX_JSON_DEPTH or unreadable is not None:
                 return Verdict(note="response ignored: past the limits")
             return _validated(message, fail)
         return fail(INVALID_REQUEST, "invalid request: no method (a string)")
@@ -158,8 +198,9 @@ def screen(line: bytes | None) -> Verdict:
     if deep > MAX_JSON_DEPTH:
         return fail(INVALID_PARAMS, f"invalid params: the message is nested {deep:,} deep "
                                     f"(at most {MAX_JSON_DEPTH})")
-    if (problem := _unreadable(message, "")) is not None:
-        return fail(INVALID_PARAMS, f"invalid params: {problem}")
+    if unreadable is not None:
+        where = _where(message, unreadable)
+        return fail(INVALID_PARAMS, f"invalid params: {where + ': ' if where else ''}{unreadable.reason}")
     if message["method"] == "tools/call" and (problem := _tool_call_problem(message.get("params"))):
         return fail(INVALID_PARAMS, f"invalid params: {problem}")
     return _validated(message, fail)
@@ -183,7 +224,10 @@ def _validated(message: dict[str, Any], fail: Callable[[int, str], Verdict]) -> 
     import mcp_types
     import pydantic
 
-    text = json.dumps(message)
+    try:
+        text = json.dumps(message, allow_nan=False)
+    except ValueError:  # 1e999 read as inf
+        return fail(INVALID_PARAMS, "invalid params: a number out of range (JSON numbers here are finite doubles)")
     try:
         mcp_types.jsonrpc_message_adapter.validate_json(text, by_name=False)
     except pydantic.ValidationError as err:

@@ -569,15 +569,15 @@ RAW_ROWS = {
                         error(-32602, 7, "invalid params: arguments: Input should be a valid dictionary")),
     "int-5000-digits": (call("1" * 5000),
                         error(-32602, 7, "invalid params: params.arguments.x: an int of 5,000 digits (at most 4,300)")),
-    "number-out-of-range": (call("1e999"), error(-32602, 7, "invalid params: params.arguments.x: the number 1e999")),
+    "number-out-of-range": (call("1e999"), error(-32602, 7, "invalid params: a number out of range")),
     "nested-500": (call("[" * 500 + "]" * 500),
                    error(-32602, 7, "invalid params: the message is nested 503 deep (at most 128)")),
     "nested-100001": (call("[" * 100_001 + "]" * 100_001),
                       error(-32602, 7, "invalid params: the message is nested 100,004 deep (at most 128)")),
     "nested-110": (call("[" * 110 + "]" * 110),  # within the wire's bound, past the arguments' one
                    ("result", True, 7, "invalid arguments for echo: an argument is nested more than 100 deep")),
-    "line-too-long": (b'{"jsonrpc": "2.0", "id": 9, "method": "ping", "x": "' + b"x" * (4 << 20) + b'"}',
-                      error(-32600, None, "message longer than 4,194,304 bytes")),
+    "line-too-long": (b'{"jsonrpc": "2.0", "id": 9, "method": "ping", "x": "' + b"x" * (1 << 20) + b'"}',
+                      error(-32600, None, "message longer than 1,048,576 bytes")),
     "bad-notification": (b'{"jsonrpc": "2.0", "method": "notifications/x", "params": [1]}', None),
     "notification-5000-digits": (b'{"jsonrpc": "2.0", "method": "notifications/x", "params": {"a": '
                                  + b"1" * 5000 + b"}}", None),
@@ -665,3 +665,25 @@ def test_mcp_answers_every_call_of_the_sdk_client(sdk_answers, served, row):
     assert answer.is_error is expected[0]
     assert answer.content[0].text.startswith(expected[1])
     assert sdk_answers["listed"] == 10
+
+
+@pytest.mark.parametrize("line, passed, error", [
+    (b'{"jsonrpc": "2.0", "id": 1, "result": {}}', True, None),  # a response to the server: the SDK's
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}', True, None),
+    (b'{"jsonrpc": "2.0", "id": 1, "result": {"a": ' + b"1" * 5000 + b"}}", False, None),  # no answer to answers
+    (b'{"jsonrpc": "2.0", "id": 5, "method": "x", "params": {"a": ' + b"[" * 2000 + b'"",' * 600_000 + b'""'
+     + b"]" * 2000 + b"}}", False, (-32602, None, "invalid params: the message is nested more than")),  # bounded
+    (b'{"jsonrpc": "2.0", "id": 5, "method": "x", "params": {"a": [1, {"b": [' + b"9" * 4301 + b"]}]}}", False,
+     (-32602, 5, "invalid params: params.a[1].b[0]: an int of 4,301 digits (at most 4,300)")),
+    (None, False, (-32600, None, "message longer than 1,048,576 bytes")),
+], ids=["response", "request", "response-5000-digits", "deep-and-many-strings", "where", "too-long"])
+def test_mcp_screens_a_line_within_bounds(line, passed, error):
+    from agent.mcp_wire import screen
+
+    verdict = screen(line)
+    assert (verdict.message is not None) is passed
+    if error is None:
+        assert verdict.error is None
+    else:
+        assert (verdict.error["code"], verdict.error["id"]) == error[:2]
+        assert verdict.error["message"].startswith(error[2])
