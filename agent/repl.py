@@ -743,7 +743,9 @@ def parse_run(argument: str) -> tuple[str, tuple, dict]:
     """``:run``'s argument as (skill, args, kwargs). The arguments are read as Python call
     arguments (``add(2, 3)``, ``add 2, 3``, ``f [1, 2] key='x'``, ``add 2 3``), else split
     shell-like with each token a literal if it is one, else a string (``slugify Hello``).
-    Raises AgentError (the usage line) for a line that is none of these."""
+    Raises AgentError (the usage line) for a line that is none of these, and ``LiteralRefused``
+    (one line naming the limit) for an argument past one of ``agent.literals``' limits or an
+    unquoted expression of literals (``10**400``): neither is ever passed on as a string."""
     match = SKILL_CALL.fullmatch(argument.strip())
     if not match:
         raise AgentError(RUN_USAGE)
