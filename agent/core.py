@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import fcntl
 import json
 import keyword
-import math
 import os
 import sqlite3
 import time
@@ -32,6 +30,7 @@ from agent.errors import (
     no_space,
 )
 from agent.library import SkillLibrary
+from agent.literals import MAX_CHARS, LiteralRefused, arguments_problem, read_result, read_word
 from agent.llm import load_model
 from agent.llm.base import Completion, Model, Request, TokenCallback
 from agent.llm.common import Deadline
@@ -87,10 +86,20 @@ Confirm = Callable[[str, list[Observed]], Iterable[bool | str | None]]
 
 
 def spec_literal(text: str) -> str | None:
-    """A user's answer as the repr of a Python literal (``hello`` is read as the string 'hello')."""
+    """A user's answer as the repr of a Python literal (``hello`` is read as the string 'hello');
+    None for an answer that is no value: one past a limit (a 5,000-digit int, a list nested 3,000
+    deep) or an expression of literals (``10**400``), never read as a string or cut short."""
     text = text.strip()
+    if not text:
+        return None
+    try:
+        literal, value = read_word(text)
+    except LiteralRefused:
+        return None
+    if literal:
+        return repr(value)
     value = leading_literal(text)
-    return value if value is not None or not text else repr(text)
+    return value if value is not None else repr(text)
 
 
 def _seen(observed: list[Observed], call: str) -> str:
@@ -100,44 +109,28 @@ def _seen(observed: list[Observed], call: str) -> str:
 OUTPUT_KEPT = 4000  # characters of a test run's output kept in the audit trail
 CALLABLE = ("working", "untested")  # the statuses a skill can be called in
 CALL_RESULT_CHARS = 8_000  # the longest repr a call brings back (the sandbox keeps 64 kB of output)
-CALL_ARGUMENT_CHARS = 100_000  # the longest repr of a call's arguments
-LITERAL_DEPTH = 50  # how deeply an argument may nest
-NOT_A_LITERAL = ("arguments must be Python literals: str, int, float, bool, None, bytes, complex, "
-                 "and lists, tuples, dicts and sets of them")
+CALL_ARGUMENT_CHARS = MAX_CHARS  # the longest repr of a call's arguments
 
 
-def _literal(value: object, depth: int = 0) -> bool:
-    """Whether ``value`` is made only of literals, so its repr reads back as an equal value."""
-    kind = type(value)
-    if depth > LITERAL_DEPTH:
-        return False
-    if kind in (str, bytes, int, bool, type(None)):
-        return True
-    if kind is float:
-        return math.isfinite(value)  # type: ignore[arg-type]
-    if kind is complex:
-        return math.isfinite(value.real) and math.isfinite(value.imag)  # type: ignore[union-attr]
-    if kind in (list, tuple, set):
-        return all(_literal(item, depth + 1) for item in value)  # type: ignore[union-attr]
-    if kind is dict:
-        return all(_literal(k, depth + 1) and _literal(v, depth + 1) for k, v in value.items())  # type: ignore[union-attr]
-    return False
+def _repr(value: object) -> str:
+    try:
+        return repr(value)
+    except (ValueError, RecursionError, MemoryError):  # an int with no repr, a list nested too deeply
+        return "..."
 
 
 def call_text(name: str, args: tuple, kwargs: dict, limit: int = 80) -> str:
     """``name(1, 'x', key=2)``, cut short to ``limit`` characters, for messages."""
-    text = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
+    text = ", ".join([_repr(a) for a in args] + [f"{k}={_repr(v)}" for k, v in kwargs.items()])
     if len(text) > limit:
         text = text[:limit - 3] + "..."
     return f"{name}({text})"
 
 
 def read_literal(text: str) -> object:
-    """A call's result from its repr: the value when the repr is a Python literal, else the repr."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return text
+    """A call's result from its repr: the value when the repr is a Python literal, else the repr;
+    ``LiteralRefused`` (one line, the limit) for a literal past the limits."""
+    return read_result(text)
 
 
 class _Run:
@@ -611,14 +604,13 @@ class AutonomousAgent:
         for key in kwargs:
             if not key.isidentifier() or keyword.iskeyword(key):
                 raise AgentError(f"{key!r} is not a parameter name")
-        try:  # an int over Python's 4,300-digit str limit has no repr
-            shown = call_text(name, args, kwargs)
-            if not all(_literal(a) for a in args) or not all(_literal(v) for v in kwargs.values()):
-                raise AgentError(f"cannot call {shown}: {NOT_A_LITERAL}")
-            packed = repr((tuple(args), dict(kwargs)))
-        except ValueError as err:
-            raise AgentError(f"cannot call {name}: an argument cannot be written as a Python literal "
-                             f"({str(err).splitlines()[0][:120]})") from None
+        # checked before any repr: an int past 4,300 digits has none, a list nested 100,001 deep
+        # would raise RecursionError
+        problem = arguments_problem(args, kwargs)
+        if problem is not None:
+            raise AgentError(f"cannot call {call_text(name, args, kwargs)}: {problem}")
+        shown = call_text(name, args, kwargs)
+        packed = repr((tuple(args), dict(kwargs)))
         if len(packed) > CALL_ARGUMENT_CHARS:
             raise AgentError(f"cannot call {shown}: the arguments are {len(packed):,} characters as Python "
                              f"literals (at most {CALL_ARGUMENT_CHARS:,})")
@@ -646,7 +638,10 @@ class AutonomousAgent:
         if not seen.whole:
             raise AgentError(f"{shown} returned a value too long to bring back: its repr has {seen.size:,} "
                              f"characters (at most {CALL_RESULT_CHARS:,})")
-        value = read_literal(seen.result)
+        try:
+            value = read_literal(seen.result)
+        except LiteralRefused as err:
+            raise AgentError(f"{shown} returned {err}") from None
         return CallResult(value, seen.result, value is not seen.result)
 
     def _finish(self, final: LoopState, run: _Run) -> DirectiveResult:

@@ -13,15 +13,20 @@ Only the protocol goes to stdout; notices and errors go to stderr.
 from __future__ import annotations
 
 import ast
+import fcntl
 import json
+import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, BinaryIO
 
 from agent.config import Settings
 from agent.core import AutonomousAgent, CallResult
 from agent.errors import AgentError, CallRefused, start_error
+from agent.literals import arguments_problem
+from agent.mcp_wire import ScreenedLines
 
 SERVER_NAME = "autonomous-agent"
 MAX_MESSAGE_CHARS = 300
@@ -263,6 +268,9 @@ class SkillTools:
                 raise AgentError(f"{name} is {skill['status']}: only working skills are served over MCP "
                                  "(:skills in the REPL shows why)")
             raise AgentError(f"no working skill named {name!r}: tools/list shows the skills served")
+        problem = arguments_problem((), arguments)  # before the schema: the limits, named
+        if problem is not None:
+            raise AgentError(f"invalid arguments for {name}: {problem}")
         validator = jsonschema.Draft202012Validator(shape.input_schema())
         error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
         if error is not None:
@@ -316,7 +324,9 @@ def build_server(tools: SkillTools):
 def serve(settings: Settings) -> int:
     """Serve the workspace's working skills over stdio until the client closes; the exit status."""
     import anyio
+    import mcp.types as types
     from mcp.server.stdio import stdio_server
+    from mcp.shared.message import SessionMessage
 
     def notice(text: str) -> None:
         print(f"mcp: {text}", file=sys.stderr, flush=True)
@@ -334,12 +344,40 @@ def serve(settings: Settings) -> int:
            f"({sandbox.describe()})")
     server = build_server(tools)
 
+    wire, restore = _take_stdin()
+
     async def run() -> None:
-        async with stdio_server() as (read_stream, write_stream):
+        lines = ScreenedLines(wire, notice)  # the read side: every line gets its answer
+        async with stdio_server(stdin=lines) as (read_stream, write_stream):  # type: ignore[arg-type]
+            async def answer(error: dict[str, Any]) -> None:
+                data = types.ErrorData(code=error["code"], message=error["message"])
+                await write_stream.send(SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=error["id"], error=data)))
+
+            lines.answer = answer
+            lines.ready.set()
             await server.run(read_stream, write_stream, server.create_initialization_options())
 
     try:
         anyio.run(run)
     except KeyboardInterrupt:
         pass
+    finally:
+        restore()
     return 0
+
+
+def _take_stdin() -> tuple[BinaryIO, Callable[[], None]]:
+    """The wire on a private descriptor, and fd 0 on the null device while serving (children read
+    EOF, as the SDK's ``stdio_server`` does when it reads stdin itself); the restoring function."""
+    try:
+        private = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        return sys.stdin.buffer, lambda: None
+    try:
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    except OSError:
+        os.close(private)
+        return sys.stdin.buffer, lambda: None
+    return os.fdopen(private, "rb", closefd=False), lambda: os.dup2(private, 0)

@@ -8,6 +8,7 @@ line source: the prompt at a terminal, or a file or pipe when stdin is not one (
 from __future__ import annotations
 
 import ast
+import inspect
 import io
 import json
 import re
@@ -34,9 +35,10 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 from agent import changes
 from agent.analysis import headline
 from agent.checks import AUTOMATIC_MARK, Observed, describe_evidence
-from agent.core import AutonomousAgent, DirectiveResult, read_literal
+from agent.core import AutonomousAgent, DirectiveResult
 from agent.errors import AgentError, disk_full, no_space
 from agent.library import skill_document
+from agent.literals import LiteralRefused, read_word, text_problem
 from agent.nodes import Event
 from agent.rank import rank
 from agent.spec import MAX_LINE_CHARS
@@ -240,15 +242,30 @@ class Terminal:
         for seen in observed:
             self.say(f"  {seen.call}  →  {seen.result}")
             try:
-                answer = self.prompt("  [y]es / [n]o / type the correct value / Enter to skip: ").strip()
-            except BadLine as err:
-                self.error(str(err))
-                answer = ""
+                answer = self.value_answer()
             except (EOFError, KeyboardInterrupt):
                 answers.append(None)
                 break
             answers.append({"y": True, "yes": True, "n": False, "no": False, "": None}.get(answer.lower(), answer))
         return answers
+
+    def value_answer(self) -> str:
+        """One answer to "is this right?": asked again while it is a value past a limit or an
+        expression (``10**400``), which would otherwise be read as something else."""
+        while True:
+            try:
+                answer = self.prompt("  [y]es / [n]o / type the correct value / Enter to skip: ").strip()
+            except BadLine as err:
+                self.error(str(err))
+                return ""
+            if answer.lower() in ("y", "yes", "n", "no", ""):
+                return answer
+            try:
+                read_word(answer)
+            except LiteralRefused as err:
+                self.error(f"{err}; type it again")
+                continue
+            return answer
 
 
 class CommandCompleter(Completer):
@@ -480,6 +497,10 @@ class Repl:
             self.term.error(RUN_USAGE)
             return False
         name, args, kwargs = parse_run(argument)
+        usage = run_usage(self.agent.memory.get_skill(name), args, kwargs)
+        if usage is not None:
+            self.term.error(usage)
+            return False
         self.term.say(self.agent.call_result(name, *args, **kwargs).text)  # the result's repr
         return True
 
@@ -720,22 +741,35 @@ def _with_commas(text: str) -> str | None:
     return "".join(pieces)
 
 
-def _token_value(token: str) -> object:
-    """A shell-like token as a literal when it is one (``3``, ``[1]``, ``None``), else as a string."""
-    value = read_literal(token)
-    return token if value is token else value
+def _token_value(token: str, typed: set[str]) -> object:
+    """A shell-like token as a literal when it is one (``3``, ``[1]``, ``None``), else as a string
+    (``Hello``). A token typed as it is (not quoted: among ``typed``, the line's raw words) past a
+    limit, or an expression of literals (``10**400``), raises ``LiteralRefused``; quoted, it is a
+    string."""
+    try:
+        literal, value = read_word(token)
+    except LiteralRefused:
+        if token in typed:
+            raise
+        return token
+    return value if literal else token
 
 
 def parse_run(argument: str) -> tuple[str, tuple, dict]:
     """``:run``'s argument as (skill, args, kwargs). The arguments are read as Python call
     arguments (``add(2, 3)``, ``add 2, 3``, ``f [1, 2] key='x'``, ``add 2 3``), else split
     shell-like with each token a literal if it is one, else a string (``slugify Hello``).
-    Raises AgentError (the usage line) for a line that is none of these."""
+    Raises AgentError (the usage line) for a line that is none of these, and ``LiteralRefused``
+    (one line naming the limit) for an argument past one of ``agent.literals``' limits or an
+    unquoted expression of literals (``10**400``): neither is ever passed on as a string."""
     match = SKILL_CALL.fullmatch(argument.strip())
     if not match:
         raise AgentError(RUN_USAGE)
     name, rest = match.group(1), match.group(2)
     if rest.startswith("(") and rest.rstrip().endswith(")"):  # add(2, 3): the call itself
+        problem = text_problem(rest.strip()[1:-1])
+        if problem is not None:
+            raise LiteralRefused(f"an argument {problem}")
         found = _call_arguments(rest.strip()[1:-1])
         if found is None:
             raise AgentError(f"{name}{rest.strip()[:60]} is not a call with Python literal arguments: {RUN_USAGE}")
@@ -745,6 +779,9 @@ def parse_run(argument: str) -> tuple[str, tuple, dict]:
     rest = rest.strip()
     if not rest:
         return name, (), {}
+    problem = text_problem(rest)  # before any parse: Python's own stops at 200 brackets
+    if problem is not None:
+        raise LiteralRefused(f"an argument {problem}")
     # items only whitespace separates are separate arguments ('a' 'b' is two, not 'ab')
     commas = _with_commas(rest)
     found = _call_arguments(commas) if commas is not None else None
@@ -758,15 +795,57 @@ def parse_run(argument: str) -> tuple[str, tuple, dict]:
         raise AgentError(f"{str(err).lower()}: {RUN_USAGE}") from None
     args: list[object] = []
     kwargs: dict[str, object] = {}
+    typed = {part for word in rest.split() for part in (word, word.partition("=")[2])}
     for token in tokens:
         keyword_token = KEYWORD_TOKEN.fullmatch(token)
         if keyword_token:
-            kwargs[keyword_token.group(1)] = _token_value(keyword_token.group(2))
+            kwargs[keyword_token.group(1)] = _token_value(keyword_token.group(2), typed)
         elif kwargs:
             raise AgentError(f"positional argument {token[:40]!r} after a keyword argument: {RUN_USAGE}")
         else:
-            args.append(_token_value(token))
+            args.append(_token_value(token, typed))
     return name, tuple(args), kwargs
+
+
+def skill_signature(signature: str, name: str) -> inspect.Signature | None:
+    """The parameters of a recorded signature (``add(a: int, b: int = 0) -> int``), read with
+    ``ast`` (nothing in it runs); None when it does not parse as ``name``'s."""
+    try:
+        node = ast.parse(f"def {signature}: pass").body[0]
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    if not isinstance(node, ast.FunctionDef) or node.name != name:
+        return None
+    a, P = node.args, inspect.Parameter
+    positional = [*a.posonlyargs, *a.args]
+    required = len(positional) - len(a.defaults)
+    parameters = [P(arg.arg, P.POSITIONAL_ONLY if i < len(a.posonlyargs) else P.POSITIONAL_OR_KEYWORD,
+                    default=P.empty if i < required else None) for i, arg in enumerate(positional)]
+    if a.vararg:
+        parameters.append(P(a.vararg.arg, P.VAR_POSITIONAL))
+    parameters += [P(arg.arg, P.KEYWORD_ONLY, default=P.empty if default is None else None)
+                   for arg, default in zip(a.kwonlyargs, a.kw_defaults, strict=True)]
+    if a.kwarg:
+        parameters.append(P(a.kwarg.arg, P.VAR_KEYWORD))
+    try:
+        return inspect.Signature(parameters)
+    except ValueError:
+        return None
+
+
+def run_usage(skill: dict | None, args: tuple, kwargs: dict) -> str | None:
+    """The usage line when ``args`` and ``kwargs`` do not fit the skill's recorded signature
+    (missing or too many arguments), else None (also when the signature cannot be read)."""
+    if skill is None or not skill.get("signature"):
+        return None
+    signature = skill_signature(skill["signature"], skill["name"])
+    if signature is None:
+        return None
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as err:
+        return f"{skill['name']}: {err}; usage: :run {skill['signature']}"
+    return None
 
 
 def unsandboxed_note(sandbox: Sandbox) -> str | None:

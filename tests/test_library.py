@@ -248,6 +248,7 @@ def test_a_dunder_name_in_a_directive_makes_a_plain_skill(workspace):
 
 
 def test_an_argument_without_a_repr_is_one_line(library):
-    with pytest.raises(AgentError, match="cannot be written as a Python literal") as caught:
+    with pytest.raises(AgentError) as caught:
         library[0].call("shout", 10 ** 5000)
-    assert "\n" not in str(caught.value)
+    assert str(caught.value) == ("cannot call shout(...): an argument has an int of more than 4,300 digits "
+                                 "(at most 4,300)")

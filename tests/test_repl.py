@@ -233,6 +233,21 @@ def test_the_repl_asks_the_user_to_confirm_results(workspace, server):
     assert "got = double(7)\n    assert got == 14" in tests and "got = double(0)\n    assert got == 0" in tests
 
 
+@pytest.mark.parametrize("answer, error", [
+    ("10**400", "error: 10**400 is an expression, not a literal"),  # was read as 10 (its first literal)
+    ("1" * 5000, "has an int of 5,000 digits (at most 4,300); type it again"),  # was the string '111...'
+    ("[" * 300 + "]" * 300, "is nested 300 deep (at most 100); type it again"),  # was the string '[[[...'
+], ids=["10**400", "int-5000-digits", "nested-300"])
+def test_an_answer_past_a_limit_is_asked_again(workspace, server, answer, error):
+    plan = json.dumps({"name": "double", "signature": "double(n: int) -> int", "description": "Double n.",
+                       "examples": []})
+    good = "```python\ndef double(n: int) -> int:\n    return n * 2\n```"
+    server.enqueue(plan, "I cannot write tests.", good)
+    code, out = session(workspace, [":directive Make a doubler", "y", answer, "0", ":quit"], "--model", MODEL)
+    assert code == 0, out
+    assert error in out and "✅ double is working (2 confirmed examples" in out
+
+
 def test_examples_command_adds_evidence_or_marks_failed(workspace, server):
     plan = json.dumps({"name": "double", "signature": "double(n: int) -> int", "description": "Double n.",
                        "examples": []})
