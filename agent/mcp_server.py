@@ -22,6 +22,7 @@ from typing import Any
 from agent.config import Settings
 from agent.core import AutonomousAgent, CallResult
 from agent.errors import AgentError, CallRefused, start_error
+from agent.signals import Terminated
 
 SERVER_NAME = "autonomous-agent"
 MAX_MESSAGE_CHARS = 300
@@ -313,8 +314,9 @@ def build_server(tools: SkillTools):
                   on_list_tools=list_tools, on_call_tool=call_tool)
 
 
-def serve(settings: Settings) -> int:
-    """Serve the workspace's working skills over stdio until the client closes; the exit status."""
+def serve(settings: Settings, ending: tuple[int, ...] = ()) -> int:
+    """Serve the workspace's working skills over stdio until the client closes, or one of the
+    signals ``ending`` comes (the CLI's SIGTERM and SIGHUP: 128 + its number); the exit status."""
     import anyio
     from mcp.server.stdio import stdio_server
 
@@ -334,12 +336,29 @@ def serve(settings: Settings) -> int:
            f"({sandbox.describe()})")
     server = build_server(tools)
 
+    stopped: list[int] = []
+
     async def run() -> None:
-        async with stdio_server() as (read_stream, write_stream):
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+        async with anyio.create_task_group() as group:
+            if ending:
+                group.start_soon(stop_on, ending, group.cancel_scope)
+            async with stdio_server() as (read_stream, write_stream):
+                await server.run(read_stream, write_stream, server.create_initialization_options())
+            group.cancel_scope.cancel()
+
+    async def stop_on(signums: tuple[int, ...], scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(*signums) as received:
+            async for signum in received:
+                stopped.append(signum)
+                scope.cancel()
+                return
 
     try:
         anyio.run(run)
     except KeyboardInterrupt:
         pass
-    return 0
+    if not stopped:
+        return 0
+    ended = Terminated(stopped[0])
+    notice(ended.line())
+    return ended.status
