@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 
 import pytest
@@ -231,6 +232,21 @@ def test_the_repl_asks_the_user_to_confirm_results(workspace, server):
     assert "✅ double is working (2 confirmed examples" in out
     tests = (workspace / "skills" / "tests" / "test_double.py").read_text()
     assert "got = double(7)\n    assert got == 14" in tests and "got = double(0)\n    assert got == 0" in tests
+
+
+def test_a_corrected_result_goes_on_within_the_iteration_cap(workspace, server):
+    plan = json.dumps({"name": "double", "signature": "double(n: int) -> int", "description": "Double n.",
+                       "examples": []})
+    wrong = [f"```python\ndef double(n: int) -> int:\n    return n * 3{tail}\n```" for tail in ("", " + 1", " + 2")]
+    server.enqueue(plan, "I cannot write tests.", *wrong)
+    code, out = session(workspace, [":directive Make a doubler", "14", "", ":quit"], "--model", MODEL,
+                        "--max-iter", "2")
+    assert code == 0, out
+    assert "double(7)  →  21" in out
+    assert "user: double(7) returned 21, expected 14 (the user's answer) → retry  (iteration 1/2)" in out
+    counts = re.findall(r"iteration (\d+)/(\d+)", out)
+    assert counts and all(cap == "2" and int(n) <= 2 for n, cap in counts), counts
+    assert "❌ double failed: no working version after 2 iterations (iteration_cap)" in out
 
 
 def test_examples_command_adds_evidence_or_marks_failed(workspace, server):
