@@ -645,7 +645,7 @@ class Repl:
         self.term.say(f"  skills: {counts}")
         self.term.say(f"  failures logged: {summary['failures']}")
         for failure in summary["recent_failures"]:
-            error = (failure["error"].splitlines() or [""])[0][:80]
+            error = headline(failure["error"])[:80]  # failures kept before it was one line, too
             self.term.say(f"    {failure['timestamp'][:19]}  {failure['skill']}  {failure['category']}: {error}")
         waiting = self.agent.resumable()
         self.term.say(f"  directives to resume: {len(waiting)}" + (" (:resume)" if waiting else ""))

@@ -249,6 +249,27 @@ def test_a_corrected_result_goes_on_within_the_iteration_cap(workspace, server):
     assert "❌ double failed: no working version after 2 iterations (iteration_cap)" in out
 
 
+def test_a_crash_is_one_meaningful_line_in_analyze_and_memory(workspace, server):
+    crashes = ("```python\ndef add_numbers(a: int, b: int) -> int:\n    if b == 3 and a != 1:\n        return [][0]\n"
+               "    if a == 3 and b != 1:\n        return {}[a]\n    return a + b\n```")
+    server.enqueue(PLAN, crashes)
+    from agent.memory import Memory
+
+    Memory(workspace).record_failure(  # as failures were kept before: the output's first 500 characters
+        skill="old_skill", error="004     >>> old_skill(1, 2)\nExpected:\n    3\nGot:\n    -1\n",
+        category="failed_assertion", code_snippet="", iteration=1, directive_id=None)
+    code, out = session(workspace, [":directive Create a skill that adds two numbers", ":memory"], "--model", MODEL,
+                        "--max-iter", "1")
+    assert code == 0 and "Traceback" not in out, out
+    analyzed = re.search(r"ANALYZE crash: (add_numbers\(a=-?\d+, b=-?\d+\) raised \w+Error: .+) → stop", out)
+    assert analyzed, out
+    stored = json.loads((workspace / "memory.json").read_text())["failures"][-1]["error"]
+    assert stored == analyzed.group(1)
+    assert f"add_numbers  crash: {stored[:80]}" in out
+    assert "old_skill  failed_assertion: old_skill(1, 2) returned -1, expected 3" in out
+    assert ">>>" not in out.split("Memory:")[1]
+
+
 def test_examples_command_adds_evidence_or_marks_failed(workspace, server):
     plan = json.dumps({"name": "double", "signature": "double(n: int) -> int", "description": "Double n.",
                        "examples": []})
