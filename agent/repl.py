@@ -42,7 +42,7 @@ from agent.nodes import Event
 from agent.rank import rank
 from agent.signals import Terminated
 from agent.spec import MAX_LINE_CHARS
-from agent.views import skill_view, skills_table, table
+from agent.views import skill_view, skills_table, table, two_columns
 from safety.approvals import ApprovalRequest, Decision
 from safety.paths import InvalidSkillName
 from safety.sandbox import Sandbox
@@ -480,13 +480,13 @@ class Repl:
             self.term.say("No skills yet. Try :directive Create a skill `add(a: int, b: int) -> int`")
             return
         if not query:
-            self.term.write(skills_table(sorted(skills, key=lambda s: s["name"])))
+            self.term.write(skills_table(sorted(skills, key=lambda s: s["name"]), self.term.width))
             return
         found = rank(query, [skill_document(s) for s in skills])  # the ranker retrieval uses, every status
         if not found:
             self.term.say(f"  No skill matches {query[:60]!r} (by name, signature or description).")
             return
-        self.term.write(skills_table([skills[i] for i in found]))
+        self.term.write(skills_table([skills[i] for i in found], self.term.width))
 
     def cmd_show(self, name: str) -> bool | None:
         """:show <skill>  a skill's record (status, evidence, imports, users, versions), its code and tests"""
@@ -701,10 +701,11 @@ class Repl:
 
     def cmd_help(self, _: str) -> None:
         """:help  this list"""
+        rows = []
         for name in self.commands():
-            doc = (getattr(self, f"cmd_{name}").__doc__ or "").strip()
-            usage, _, text = doc.partition("  ")
-            self.term.say(f"  {usage.ljust(32)} {text.strip()}")
+            usage, _, text = (getattr(self, f"cmd_{name}").__doc__ or "").strip().partition("  ")
+            rows.append((usage, text.strip()))
+        self.term.write([("", two_columns(rows, self.term.width))])
         self.term.say("  Ctrl+C cancels a running directive; Ctrl+D or :quit leaves.")
 
     def cmd_quit(self, _: str) -> None:

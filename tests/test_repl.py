@@ -36,7 +36,8 @@ def server(ollama_server, monkeypatch):  # noqa: F811
     return server
 
 
-def test_directive_makes_a_working_skill_listed_by_skills(workspace, server):
+def test_directive_makes_a_working_skill_listed_by_skills(workspace, server, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # :skills without cuts
     server.enqueue(PLAN, WRONG, GOOD)
     code, out = session(workspace, [":directive Create a skill that adds two numbers", ":skills", ":quit"],
                         "--model", MODEL)
@@ -101,6 +102,25 @@ def test_help_memory_status_and_raw(workspace, server):
     assert "sandbox:" in out and "12 iterations, 15 s per test run" in out
     assert "custom gate rules: none" in out
     assert "No grants remembered." in out
+
+
+@pytest.mark.parametrize("columns, width", [("80", 80), (None, 100), ("200", 200)])
+def test_help_is_two_aligned_columns_within_the_width(workspace, server, monkeypatch, columns, width):
+    if columns:
+        monkeypatch.setenv("COLUMNS", columns)
+    code, out = session(workspace, [":help", ":quit"], "--model", MODEL)
+    assert code == 0
+    lines = out.split("Agent> :help\n")[1].split("\n  Ctrl+C cancels")[0].splitlines()
+    assert all(len(line) <= width for line in lines), lines
+    at = lines[0].index("list remembered grants")  # where the description column starts
+    usages = [line for line in lines if line[2] == ":"]
+    assert len(usages) == 17 and all(line[at - 2:at] == "  " and line[at] != " " for line in usages)
+    assert all(line[:at].strip() == "" and line[at] != " " for line in lines if line[2] != ":")  # wrapped
+    improve = next(line for line in usages if line.startswith("  :improve"))
+    assert improve[:at].rstrip() == "  :improve <skill> [what] [--rounds N]"  # the longest usage, then its text
+    described = " ".join(line[at:] for line in lines)  # the descriptions, unwrapped
+    assert "lint, review, change, test: a round is kept if old+new tests pass" in described
+    assert (len(lines) > 17) == (width < 160)  # wrapped in a narrow column only
 
 
 def test_custom_gate_rules_are_listed_and_block_a_skill(workspace, server, tmp_path):
