@@ -95,7 +95,7 @@ def test_bad_input_gets_one_line(workspace, server, line, message):
 
 def test_help_memory_status_and_raw(workspace, server):
     code, out = session(workspace, [":help", ":memory", ":memory raw", ":status", ":approvals"], "--model", MODEL)
-    assert code == 0
+    assert code == 0 and "\r" not in out  # LF line ends at a file or pipe
     assert ":directive <goal>" in out and ":skills" in out and ":quit" in out
     assert "skills: 0 working, 0 untested, 0 failed" in out
     assert '"version":' in out
