@@ -30,7 +30,7 @@ from prompt_toolkit.output import Output
 from agent.config import build_parser, load_settings
 from agent.core import AutonomousAgent, DirectiveResult
 from agent.errors import AgentError, start_error
-from agent.signals import ENDING, Terminated, ending
+from agent.signals import ENDING, Terminated, ending, heeded
 
 __all__ = ["AutonomousAgent", "DirectiveResult", "main"]
 
@@ -135,7 +135,7 @@ def serve_mcp(flags: dict, config: object) -> int:
         return 1
     from agent.mcp_server import serve
 
-    return serve(settings, ENDING)
+    return serve(settings, heeded(ENDING))
 
 
 if __name__ == "__main__":

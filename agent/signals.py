@@ -35,11 +35,18 @@ class Terminated(KeyboardInterrupt):
         return f"{self}: {self.detail}" if self.detail else f"{self}."
 
 
+def heeded(signums: tuple[int, ...]) -> tuple[int, ...]:
+    """``signums`` less those the process was started ignoring (``nohup`` ignores SIGHUP, a shell
+    ignores SIGINT in a background job): those stay ignored."""
+    return tuple(signum for signum in signums if signal.getsignal(signum) is not signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def ending(signums: tuple[int, ...] = ENDING) -> Iterator[None]:
-    """While inside, each of ``signums`` raises ``Terminated`` in the main thread, once: a second
-    signal while the first one's ending is being recorded is ignored, so the record is not cut
-    short. The previous handlers are back afterwards. Outside the main thread, nothing changes."""
+    """While inside, each of ``signums`` (not ignored: see ``heeded``) raises ``Terminated`` in the
+    main thread, once: a second signal while the first one's ending is being recorded is ignored,
+    so the record is not cut short. The previous handlers are back afterwards. Outside the main
+    thread, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -51,7 +58,7 @@ def ending(signums: tuple[int, ...] = ENDING) -> Iterator[None]:
         fired.append(signum)
         raise Terminated(signum)
 
-    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    previous = {signum: signal.signal(signum, handler) for signum in heeded(signums)}
     try:
         yield
     finally:

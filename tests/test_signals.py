@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.core import AutonomousAgent
+from agent.signals import ending
 from tests.conftest import FakeModel
 from tests.llm_servers import Hold, ollama_server  # noqa: F401  (fixture)
 from tests.test_loop import GOOD, PLAN
@@ -185,3 +186,15 @@ def test_the_cli_puts_the_previous_handlers_back(workspace, server, host_handler
     code, _ = session(workspace, [], "--model", MODEL, "-c", ":status")
     assert code == 0
     assert signal.getsignal(signal.SIGTERM) is sentinel and signal.getsignal(signal.SIGHUP) is sentinel
+
+
+def test_a_signal_the_process_was_started_ignoring_stays_ignored():  # nohup ignores SIGHUP
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with ending():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, before)
