@@ -16,9 +16,13 @@ As a library::
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import io
+import signal
 import sys
 from collections.abc import Sequence
+from typing import BinaryIO
 
 from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
@@ -26,6 +30,7 @@ from prompt_toolkit.output import Output
 from agent.config import build_parser, load_settings
 from agent.core import AutonomousAgent, DirectiveResult
 from agent.errors import AgentError, start_error
+from agent.signals import ENDING, Terminated, ending, heeded
 
 __all__ = ["AutonomousAgent", "DirectiveResult", "main"]
 
@@ -36,7 +41,9 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
 
     Without ``input``, lines come from the terminal, or from stdin itself when it is a file or
     pipe. Exit status: 1 when a ``-c`` line or a line of a file or pipe failed (or the settings
-    are bad), else 0; an interactive session exits 0.
+    are bad), else 0; an interactive session exits 0. SIGTERM and SIGHUP (and Ctrl+C in a ``-c``
+    or scripted run) end it as Ctrl+C ends a directive, recorded ``interrupted``, with one line
+    and 128 + the signal's number: 143, 129 (130).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # its own flags: see agent/bench.py
@@ -54,6 +61,23 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
         if args.commands or args.resume:
             parser.error("mcp serves tools over stdio: it takes no -c or --resume")
         return serve_mcp(flags, args.config)
+    stream = None
+    if input is None and (sys.stdin is None or not sys.stdin.isatty()):
+        stream = sys.stdin.buffer if sys.stdin is not None else io.BytesIO()  # no stdin at all: EOF
+    # SIGTERM and SIGHUP end the run as Ctrl+C ends a directive; in a scripted run Ctrl+C ends it too
+    with ending(ENDING + ((signal.SIGINT,) if args.commands or stream is not None else ())):
+        try:
+            return run_repl(args, flags, input, output, stream)
+        except Terminated as err:  # a running directive is recorded interrupted by now
+            with contextlib.suppress(OSError, ValueError):  # a hung-up terminal, a closed stderr
+                print(err.line(), file=sys.stderr, flush=True)
+            return err.status
+
+
+def run_repl(args: argparse.Namespace, flags: dict, input: Input | None, output: Output | None,
+             stream: BinaryIO | None) -> int:
+    """The REPL: its banner, then ``--resume``, the ``-c`` lines or the lines read (from ``stream``
+    when stdin is a file or pipe); the exit status."""
     from agent.repl import (  # prompt_toolkit UI only when used
         Repl,
         Terminal,
@@ -63,9 +87,6 @@ def main(argv: Sequence[str] | None = None, *, input: Input | None = None,
         unsandboxed_note,
     )
 
-    stream = None
-    if input is None and (sys.stdin is None or not sys.stdin.isatty()):
-        stream = sys.stdin.buffer if sys.stdin is not None else io.BytesIO()  # no stdin at all: EOF
     try:
         settings = load_settings(flags, config_path=args.config)
         history = settings.workspace / "history"
@@ -114,7 +135,7 @@ def serve_mcp(flags: dict, config: object) -> int:
         return 1
     from agent.mcp_server import serve
 
-    return serve(settings)
+    return serve(settings, heeded(ENDING))
 
 
 if __name__ == "__main__":

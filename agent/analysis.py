@@ -47,20 +47,46 @@ def excerpt(output: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "\n[...]"
 
 
+# Markers before a line of a failure: pytest's "E", an exception group's "|" and "+-+----".
+MARKERS = re.compile(r"^(?:E\s|[|+][-+]*\s?)+\s*")
+NAMES_AN_ERROR = re.compile(r"(assert\b|(?:\w+\.)*\w+(Error|Exception)\b|timed out)")
+# Where a line of code is: a traceback's frame, or pytest's "path.py:7: in f" / "path.py:7: KeyError".
+FRAME = re.compile(r'File "(?P<file>[^"]+\.py)", line (?P<line>\d+)|(?P<path>[^\s:"]+\.py):(?P<at>\d+): ')
+
+
 def headline(error: str) -> str:
-    """One line saying what went wrong: an exception, an assertion, or a doctest's Expected/Got."""
-    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    """One line saying what went wrong: a doctest's Expected/Got, else the first line that names an
+    exception or an assertion (with where it was raised in the skill's code, when the output says),
+    never a traceback's header. The failures memory keeps and ``:memory`` shows are this line."""
     doctest = re.search(r"Expected:\s*\n\s*(.+?)\s*\nGot:\s*\n\s*(.+)", error)
     if doctest:
         # the failing example is the last one shown before "Expected:"
         calls = re.findall(r"(?:Failed example:\s*\n\s*|^\d+\s+>>> )(.+)$", error[:doctest.start()], re.M)
         said = f"{calls[-1].strip()} returned" if calls else "got"
         return f"{said} {doctest.group(2).strip()}, expected {doctest.group(1).strip()}"[:160]
-    for line in lines:
-        text = line[1:].strip() if line.startswith("E ") else line
-        if re.match(r"(assert\b|\w+(Error|Exception)\b|timed out)", text):
-            return re.sub(r"^AssertionError: (?=.+ (returned|raised) )", "", text)[:160]
-    return (lines[0] if lines else "")[:160]
+    lines = [MARKERS.sub("", line.strip()) for line in error.splitlines()]
+    lines = [line for line in lines if line]
+    for i, text in enumerate(lines):
+        if NAMES_AN_ERROR.match(text):
+            text = re.sub(r"^AssertionError: (?=.+ (returned|raised) )", "", text)
+            where = _raised_at(lines, i)
+            return (f"{text} at {where}" if where and where not in text else text)[:160]
+    return next((line for line in lines if not line.startswith("Traceback (")), "")[:160]
+
+
+def _raised_at(lines: list[str], i: int) -> str | None:
+    """``file.py:7`` for the exception on ``lines[i]``: pytest's location line just after it, or
+    the nearest frame before it; not a test file's (the skill's code is what failed)."""
+    candidates = [lines[i + 1]] if i + 1 < len(lines) else []
+    candidates += reversed(lines[max(0, i - 12):i])
+    for line in candidates:
+        frame = FRAME.match(line)
+        if frame:
+            path, number = frame.group("file") or frame.group("path"), frame.group("line") or frame.group("at")
+            name = path.rsplit("/", 1)[-1]
+            if not name.startswith("test_") and not name.startswith("<"):
+                return f"{name}:{number}"
+    return None
 
 
 def syntax_error(outcome: SafetyOutcome) -> str | None:

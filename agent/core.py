@@ -547,9 +547,14 @@ class AutonomousAgent:
                  f"{rejected[0].call} returned {rejected[0].result}, which the user says is wrong")
         report: TestReport = {"ok": False, "passed": 0, "failed": 1, "errors": 0, "category": "failed_assertion",
                               "error": error, "level": "", "seconds": 0.0}
-        run.emit(Event("ANALYZE", f"user: {error} → retry"))
-        return run.loop({**final, "spec": spec, "report": report, "reason": None, "fresh_code": True,
-                         "max_iterations": final["iteration"] + self.settings.max_iter})
+        # the answer sends the loop on within the directive's one cap: no count shown passes it
+        cap = final["max_iterations"]
+        stop = final["iteration"] >= cap
+        run.emit(Event("ANALYZE", f"user: {error} → {'stop (iteration_cap)' if stop else 'retry'}",
+                       final["iteration"], cap))
+        if stop:
+            return {**final, "spec": spec, "report": report, "reason": "iteration_cap"}
+        return run.loop({**final, "spec": spec, "report": report, "reason": None, "fresh_code": True})
 
     def _replace(self, run: _Run, final: LoopState) -> LoopState:
         """The user chose a version that fails the current one's tests: keep it, without them."""

@@ -27,6 +27,7 @@ from agent.core import AutonomousAgent, CallResult
 from agent.errors import AgentError, CallRefused, start_error
 from agent.literals import arguments_problem
 from agent.mcp_wire import ScreenedLines
+from agent.signals import Terminated
 
 SERVER_NAME = "autonomous-agent"
 MAX_MESSAGE_CHARS = 300
@@ -321,8 +322,9 @@ def build_server(tools: SkillTools):
                   on_list_tools=list_tools, on_call_tool=call_tool)
 
 
-def serve(settings: Settings) -> int:
-    """Serve the workspace's working skills over stdio until the client closes; the exit status."""
+def serve(settings: Settings, ending: tuple[int, ...] = ()) -> int:
+    """Serve the workspace's working skills over stdio until the client closes, or one of the
+    signals ``ending`` comes (the CLI's SIGTERM and SIGHUP: 128 + its number); the exit status."""
     import anyio
     import mcp.types as types
     from mcp.server.stdio import stdio_server
@@ -345,17 +347,30 @@ def serve(settings: Settings) -> int:
     server = build_server(tools)
 
     wire, restore = _take_stdin()
+    stopped: list[int] = []
 
     async def run() -> None:
         lines = ScreenedLines(wire, notice)  # the read side: every line gets its answer
-        async with stdio_server(stdin=lines) as (read_stream, write_stream):  # type: ignore[arg-type]
-            async def answer(error: dict[str, Any]) -> None:
-                data = types.ErrorData(code=error["code"], message=error["message"])
-                await write_stream.send(SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=error["id"], error=data)))
+        async with anyio.create_task_group() as group:
+            if ending:
+                group.start_soon(stop_on, ending, group.cancel_scope)
+            async with stdio_server(stdin=lines) as (read_stream, write_stream):  # type: ignore[arg-type]
+                async def answer(error: dict[str, Any]) -> None:
+                    data = types.ErrorData(code=error["code"], message=error["message"])
+                    await write_stream.send(SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=error["id"],
+                                                                              error=data)))
 
-            lines.answer = answer
-            lines.ready.set()
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+                lines.answer = answer
+                lines.ready.set()
+                await server.run(read_stream, write_stream, server.create_initialization_options())
+            group.cancel_scope.cancel()
+
+    async def stop_on(signums: tuple[int, ...], scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(*signums) as received:
+            async for signum in received:
+                stopped.append(signum)
+                scope.cancel()
+                return
 
     try:
         anyio.run(run)
@@ -363,6 +378,10 @@ def serve(settings: Settings) -> int:
         pass
     finally:
         restore()
+    if stopped:
+        ended = Terminated(stopped[0])
+        notice(ended.line())
+        return ended.status
     return 0
 
 

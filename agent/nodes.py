@@ -321,7 +321,8 @@ def analyze(state: LoopState, deps: Deps) -> dict:
         deps.emit(Event("ANALYZE", "ok", iteration, state["max_iterations"]))
         return {**update, "reason": "passed"}
     category = report["category"] or classify(report)
-    deps.memory.record_failure(skill=state["spec"]["name"], error=report["error"][:500], category=category,
+    first_line = headline(report["error"])  # what memory keeps, and :memory and later prompts show
+    deps.memory.record_failure(skill=state["spec"]["name"], error=first_line, category=category,
                                code_snippet=code, iteration=iteration,
                                directive_id=state.get("directive_id"))
     fingerprint = digest(f"{category}\0{report['error']}\0{code}")
@@ -332,7 +333,6 @@ def analyze(state: LoopState, deps: Deps) -> dict:
         reason = "iteration_cap"
     elif state.get("fresh_code") and fingerprint == state.get("previous_failure"):
         reason = "no_progress"
-    first_line = headline(report["error"])
     verdict = "retry" if reason is None else f"stop ({reason})"
     deps.emit(Event("ANALYZE", f"{category}: {first_line} → {verdict}", iteration, state["max_iterations"]))
     failed_code = state.get("failed_code", []) + ([digest(code)] if state.get("fresh_code") else [])

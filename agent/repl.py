@@ -8,12 +8,15 @@ line source: the prompt at a terminal, or a file or pipe when stdin is not one (
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import io
 import json
+import os
 import re
 import shlex
 import sqlite3
+import sys
 import tokenize
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -41,8 +44,9 @@ from agent.library import skill_document
 from agent.literals import LiteralRefused, read_word, text_problem
 from agent.nodes import Event
 from agent.rank import rank
+from agent.signals import Terminated
 from agent.spec import MAX_LINE_CHARS
-from agent.views import skill_view, skills_table, table
+from agent.views import skill_view, skills_table, table, two_columns
 from safety.approvals import ApprovalRequest, Decision
 from safety.paths import InvalidSkillName
 from safety.sandbox import Sandbox
@@ -52,6 +56,7 @@ HISTORY_ROWS = 20  # directives :history lists
 TOO_LONG = f"skipped a line of more than {MAX_LINE_CHARS:,} characters (the most one line may have)"
 NOT_UTF8 = "skipped a line that is not valid UTF-8"
 SKIP_CHUNK = 1 << 16  # the rest of an over-long line is read past in pieces of this size
+PIPE_COLUMNS = 100  # the width tables and help fit in at a file or pipe without $COLUMNS
 insert_mode = emacs_insert_mode | vi_insert_mode
 
 
@@ -153,15 +158,43 @@ class StreamLines:
         return line
 
 
+class PlainLines(PlainTextOutput):
+    """Plain text for a file or pipe, with LF line ends: prompt_toolkit's printing writes "\r\n"
+    for each "\n", which only a terminal wants."""
+
+    def write(self, data: str) -> None:
+        super().write(data.replace("\r\n", "\n"))
+
+
+def plain_lines(output: Output | None) -> Output | None:
+    """The output to print on: ``output`` (None: the terminal's), LF-ended where it is a file or pipe."""
+    if output is None and sys.stdout is not None and not sys.stdout.isatty():
+        return PlainLines(sys.stdout)
+    if isinstance(output, PlainTextOutput) and not isinstance(output, PlainLines):
+        return PlainLines(output.stdout)
+    return output
+
+
 class Terminal:
     """Printing and asking, on a prompt_toolkit input/output pair (real terminal by default), or
-    with lines from ``stream`` (bytes) when stdin is a file or pipe."""
+    with lines from ``stream`` (bytes) when stdin is a file or pipe. A file or pipe gets plain
+    text with LF line ends."""
 
     def __init__(self, history: Path | None = None, *, input: Input | None = None,
                  output: Output | None = None, stream: BinaryIO | None = None) -> None:
-        self.output = output
+        self.output = output = plain_lines(output)
         self.lines: LineSource = StreamLines(stream) if stream is not None else PromptLines(history, input, output)
         self.streaming = False
+
+    @property
+    def width(self) -> int:
+        """Columns to fit text in: the terminal's; for a file or pipe, $COLUMNS, else 100."""
+        output = self.output or get_app_session().output
+        if not isinstance(output, PlainTextOutput | DummyOutput):
+            with contextlib.suppress(OSError):
+                return max(output.get_size().columns, 20)
+        columns = os.environ.get("COLUMNS", "")
+        return int(columns) if columns.isdigit() and 20 <= int(columns) <= 1000 else PIPE_COLUMNS
 
     @property
     def interactive(self) -> bool:
@@ -201,7 +234,13 @@ class Terminal:
         """The next line; EOFError at the end, BadLine for a line that cannot run. A line read
         from a file or pipe is echoed after the prompt, so the output reads as a transcript."""
         self.end_stream()
-        line = self.lines.read(message, completer)
+        try:
+            line = self.lines.read(message, completer)
+        except Terminated:
+            if self.interactive:  # the signal came at the prompt: what follows starts a line of its own
+                with contextlib.suppress(OSError):
+                    print_formatted_text("", output=self.output)
+            raise
         if not self.interactive:
             self.say(message + line)
         return line
@@ -214,6 +253,8 @@ class Terminal:
         except BadLine as err:
             self.error(str(err))
             answer = "d"
+        except Terminated:
+            raise
         except (EOFError, KeyboardInterrupt):
             answer = "d"
         return {"o": Decision.ONCE, "once": Decision.ONCE, "a": Decision.ALWAYS,
@@ -225,6 +266,8 @@ class Terminal:
             return self.prompt(f"{question} [y/N]: ").strip().lower() in ("y", "yes")
         except BadLine as err:
             self.error(str(err))
+        except Terminated:
+            raise
         except (EOFError, KeyboardInterrupt):
             pass
         return False
@@ -243,6 +286,8 @@ class Terminal:
             self.say(f"  {seen.call}  →  {seen.result}")
             try:
                 answer = self.value_answer()
+            except Terminated:
+                raise
             except (EOFError, KeyboardInterrupt):
                 answers.append(None)
                 break
@@ -318,6 +363,8 @@ class Repl:
         while self.running:
             try:
                 line = self.term.prompt(completer=self.completer)
+            except Terminated:
+                raise
             except KeyboardInterrupt:
                 continue  # Ctrl+C at the prompt clears the line, like Python's REPL
             except EOFError:
@@ -348,8 +395,8 @@ class Repl:
             return False
         try:
             return method(argument.strip()) is not False
-        except KeyboardInterrupt:  # Ctrl+C during :test, :history <n>, ...: back to the prompt
-            self.term.warn("Interrupted.")
+        except KeyboardInterrupt as err:  # Ctrl+C during :test, :history <n>, ...: back to the prompt
+            self.interrupted(err)
         except AgentError as err:
             self.term.error(str(err))
         except InvalidSkillName as err:
@@ -360,6 +407,14 @@ class Repl:
                             + (f": {err.filename}" if getattr(err, "filename", None) else ""))
         return False
 
+    def interrupted(self, err: KeyboardInterrupt, detail: str = "") -> None:
+        """Ctrl+C cancelled a command: say so (``detail``: what became of its work), back to the
+        prompt. A signal that ends the run (``Terminated``) goes on ending it, with ``detail``."""
+        if isinstance(err, Terminated):
+            err.detail = err.detail or detail  # the innermost command knows best
+            raise err
+        self.term.warn(f"Interrupted: {detail}" if detail else "Interrupted.")
+
     # -- commands ------------------------------------------------------------------------------
 
     def cmd_directive(self, goal: str) -> bool:
@@ -369,8 +424,8 @@ class Repl:
             return False
         try:
             result = self.agent.run(goal, confirm=self.term.confirm_examples, replace=self.term.ask_replace)
-        except KeyboardInterrupt:
-            self.term.warn("Interrupted: the directive is recorded as interrupted; :resume continues it.")
+        except KeyboardInterrupt as err:
+            self.interrupted(err, "the directive is recorded as interrupted; :resume continues it.")
             return False
         self.show_result(result)
         # Only a working skill succeeds. An untested one fails too: nothing checked what it returns,
@@ -389,8 +444,8 @@ class Repl:
             try:
                 result = self.agent.resume(directive_id, confirm=self.term.confirm_examples,
                                            replace=self.term.ask_replace)
-            except KeyboardInterrupt:
-                self.term.warn("Interrupted: :resume continues it.")
+            except KeyboardInterrupt as err:
+                self.interrupted(err, "the directive is recorded as interrupted; :resume continues it.")
                 return False
             except AgentError as err:  # e.g. another agent took it meanwhile: go on with the rest
                 self.term.error(str(err))
@@ -459,7 +514,8 @@ class Repl:
     def show_skills(self, skills: list[dict]) -> None:
         """The table, a damaged skill's status shown as ``damaged``, and one line on each of those."""
         damaged = {s["name"]: why for s in skills if (why := changes.damage(self.agent.library, s["name"], s))}
-        self.term.write(skills_table([dict(s, status="damaged") if s["name"] in damaged else s for s in skills]))
+        self.term.write(skills_table([dict(s, status="damaged") if s["name"] in damaged else s for s in skills],
+                                     self.term.width))
         for name, why in damaged.items():
             self.term.error(f"{name} is damaged: {why}")
 
@@ -546,8 +602,8 @@ class Repl:
                 self.term.say(f"  REVIEW  {line}")
         try:
             done = self.agent.improve(name, what, rounds=rounds, on_round=show)
-        except KeyboardInterrupt:
-            self.term.warn("Interrupted: the round is recorded as interrupted; the current version stays.")
+        except KeyboardInterrupt as err:
+            self.interrupted(err, "the round is recorded as interrupted; the current version stays.")
             return False
         for result in done:
             self.term.say(f"  round {result.number}: {result.message}",
@@ -627,7 +683,7 @@ class Repl:
         self.term.say(f"  skills: {counts}")
         self.term.say(f"  failures logged: {summary['failures']}")
         for failure in summary["recent_failures"]:
-            error = (failure["error"].splitlines() or [""])[0][:80]
+            error = headline(failure["error"])[:80]  # failures kept before it was one line, too
             self.term.say(f"    {failure['timestamp'][:19]}  {failure['skill']}  {failure['category']}: {error}")
         waiting = self.agent.resumable()
         self.term.say(f"  directives to resume: {len(waiting)}" + (" (:resume)" if waiting else ""))
@@ -683,10 +739,11 @@ class Repl:
 
     def cmd_help(self, _: str) -> None:
         """:help  this list"""
+        rows = []
         for name in self.commands():
-            doc = (getattr(self, f"cmd_{name}").__doc__ or "").strip()
-            usage, _, text = doc.partition("  ")
-            self.term.say(f"  {usage.ljust(32)} {text.strip()}")
+            usage, _, text = (getattr(self, f"cmd_{name}").__doc__ or "").strip().partition("  ")
+            rows.append((usage, text.strip()))
+        self.term.write([("", two_columns(rows, self.term.width))])
         self.term.say("  Ctrl+C cancels a running directive; Ctrl+D or :quit leaves.")
 
     def cmd_quit(self, _: str) -> None:

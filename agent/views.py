@@ -8,6 +8,7 @@ text never depends on the styles: the plain output is the coloured one less its 
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from itertools import repeat
 
@@ -105,8 +106,10 @@ def version_label(skill: dict) -> str:
     return f"v{current}" if kept <= current else f"v{current} of {kept}"
 
 
-def skills_table(skills: Sequence[dict]) -> StyleAndTextTuples:
-    """The ``:skills`` table, in the order given: status coloured, long text cut to its column."""
+def skills_table(skills: Sequence[dict], width: int | None = None) -> StyleAndTextTuples:
+    """The ``:skills`` table, in the order given: status coloured, long text cut to its column.
+    Within ``width`` columns when it can be: the description is cut first, then the signature,
+    each to no less than its ``SHRINKS`` minimum (a cut ends in "…"); the evidence stays whole."""
     evidence_text: dict[tuple[int, ...], str] = {}  # thousands of skills share a few evidence counts
 
     def evidence(counts: dict | None) -> str:
@@ -127,8 +130,45 @@ def skills_table(skills: Sequence[dict]) -> StyleAndTextTuples:
                [evidence(s.get("evidence")) for s in skills],
                [stamp(s.get("last_tested")) for s in skills],
                [cut(s.get("description"), DESCRIPTION_CHARS) for s in skills]]
-    return table(columns, {1: list(map(status_style, statuses))},
-                 header=("name", "status", "version", "signature", "evidence", "last tested", "description"))
+    header = ("name", "status", "version", "signature", "evidence", "last tested", "description")
+    if width is not None:
+        fit(columns, header, width)
+    return table(columns, {1: list(map(status_style, statuses))}, header=header)
+
+
+SHRINKS = ((6, 12), (3, 24))  # (column, least characters): what :skills cuts to fit, in order
+
+
+def fit(columns: list[list[str]], header: Sequence[str], width: int) -> None:
+    """Cut the cells of the ``SHRINKS`` columns (in place, ending in "…") until a row of
+    ``table`` fits in ``width`` characters, or they are at their minimum."""
+    widths = [max(len(title), max(map(len, column), default=0)) for title, column in zip(header, columns, strict=True)]
+    over = sum(widths) + 2 * (len(widths) - 1) - width
+    for index, least in SHRINKS:
+        if over <= 0:
+            return
+        room = max(least, widths[index] - over)
+        if room < widths[index]:
+            columns[index] = [cell if len(cell) <= room else cell[:room - 1] + "…" for cell in columns[index]]
+            over -= widths[index] - room
+
+
+def two_columns(rows: Sequence[tuple[str, str]], width: int, indent: str = "  ") -> str:
+    """``(left, right)`` rows as two aligned columns in ``width`` characters, the right one wrapped
+    within its column; where that column would be narrower than 24, each right text goes under
+    its left one, indented."""
+    left = max((len(first) for first, _ in rows), default=0) + 2
+    room = width - len(indent) - left
+    lines = []
+    for first, second in rows:
+        if room >= 24:
+            wrapped = textwrap.wrap(second, room) or [""]
+            lines.append((indent + first.ljust(left) + wrapped[0]).rstrip())
+            lines += [indent + " " * left + more for more in wrapped[1:]]
+        else:
+            lines.append(indent + first)
+            lines += [indent + "    " + more for more in textwrap.wrap(second, max(width - len(indent) - 4, 20))]
+    return "".join(line + "\n" for line in lines)
 
 
 def highlighted(code: str) -> StyleAndTextTuples:

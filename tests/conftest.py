@@ -63,6 +63,7 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     for var in list(os.environ):
         if var.startswith(("AGENT_", "OLLAMA_", "OPENAI_")):
             monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)  # a file or pipe's width: 100 unless a test sets it
     # Nothing listens here: any test that forgets to set its own host fails fast, locally.
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
     return home

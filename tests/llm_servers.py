@@ -16,6 +16,7 @@ streaming) or an ``ErrorReply(status, message)``. Running out of replies answers
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -47,6 +48,17 @@ class RawReply:
     delay: float = 0.0
 
 
+class Hold:
+    """A scripted reply that never comes until ``release()``: ``arrived`` is set when a request
+    takes it, so a test knows the client is waiting on the model (a directive is running)."""
+
+    def __init__(self) -> None:
+        self.arrived, self.released = threading.Event(), threading.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+
 @dataclass(frozen=True)
 class Recorded:
     """One request the server received."""
@@ -66,7 +78,8 @@ class FakeServer:
     """An HTTP server in a daemon thread; subclasses implement ``route``."""
 
     def __init__(self, replies: list[str | ErrorReply] | None = None) -> None:
-        self.queue: deque[str | ErrorReply] = deque(replies or [])
+        self.queue: deque[str | ErrorReply | RawReply | Hold] = deque()
+        self.holds: list[Hold] = []
         self.requests: list[Recorded] = []
         self.errors: list[str] = []
         self._lock = threading.Lock()
@@ -75,6 +88,7 @@ class FakeServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
                                         daemon=True)
         self._thread.start()
+        self.enqueue(*replies or [])
 
     @property
     def port(self) -> int:
@@ -84,12 +98,13 @@ class FakeServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def enqueue(self, *replies: str | ErrorReply) -> FakeServer:
+    def enqueue(self, *replies: str | ErrorReply | RawReply | Hold) -> FakeServer:
         with self._lock:
             self.queue.extend(replies)
+            self.holds.extend(reply for reply in replies if isinstance(reply, Hold))
         return self
 
-    def next_reply(self) -> str | ErrorReply:
+    def next_reply(self) -> str | ErrorReply | RawReply | Hold:
         with self._lock:
             if self.queue:
                 return self.queue.popleft()
@@ -101,6 +116,8 @@ class FakeServer:
         return [r.body for r in self.requests if r.path == path]
 
     def close(self) -> None:
+        for hold in self.holds:  # a held reply's handler thread ends
+            hold.release()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -183,6 +200,12 @@ class FakeOllama(FakeServer):
         reply = self.next_reply()
         if isinstance(reply, ErrorReply):
             return send_json(h, reply.status, {"error": reply.message})
+        if isinstance(reply, Hold):
+            reply.arrived.set()
+            reply.released.wait()
+            with contextlib.suppress(OSError):  # the client is usually gone by now
+                send_json(h, 500, {"error": "held reply released"})
+            return None
         if isinstance(reply, RawReply):
             def raw() -> Iterator[bytes]:
                 for line in reply.lines:

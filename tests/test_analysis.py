@@ -61,7 +61,19 @@ def test_excerpt_drops_noise_paths_and_durations():
     ("003     >>> f(1)\n004     1\n005     >>> f(2)\nExpected:\n    4\nGot:\n    3\n", "f(2) returned 3, expected 4"),
     ("Failed example:\n    f(2)\nExpected:\n    4\nGot:\n    3\n", "f(2) returned 3, expected 4"),
     ("def test_a():\nE       assert 3 == 4\nE        +  where 3 = f(2)", "assert 3 == 4"),
-    ("f.py:2: in f\nE   TypeError: bad operand", "TypeError: bad operand"),
+    ("f.py:2: in f\nE   TypeError: bad operand", "TypeError: bad operand at f.py:2"),
+    (">       return d[a] + b\nE       KeyError: 2\nadd.py:3: KeyError\n", "KeyError: 2 at add.py:3"),
+    ('Traceback (most recent call last):\n  File "foo.py", line 7, in f\n    raise ValueError("bad x")\n'
+     "ValueError: bad x\n", "ValueError: bad x at foo.py:7"),
+    # the property checks' failures in an exception group: not its "| Traceback" header
+    ('    | Traceback (most recent call last):\n    |   File "run-1/test_add.py", line 162, in test_properties\n'
+     '    |     raise AssertionError(f"{call} raised {err}") from None\n'
+     "    | AssertionError: add(a=3, b=2) raised KeyError: 3\n    | Failing test case: test_properties(\n",
+     "add(a=3, b=2) raised KeyError: 3"),
+    # an error at import: a dotted exception name, where the module raised it (not the test file)
+    ("add.py:2: in <module>\n    x = json.loads('{')\nE   json.decoder.JSONDecodeError: Expecting value\n"
+     "test_add.py:1: in <module>\n", "json.decoder.JSONDecodeError: Expecting value at add.py:2"),
+    ("Traceback (most recent call last):\n", ""),
     ("", ""),
 ])
 def test_headline(error, line):

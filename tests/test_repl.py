@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 
 import pytest
@@ -35,7 +36,8 @@ def server(ollama_server, monkeypatch):  # noqa: F811
     return server
 
 
-def test_directive_makes_a_working_skill_listed_by_skills(workspace, server):
+def test_directive_makes_a_working_skill_listed_by_skills(workspace, server, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # :skills without cuts
     server.enqueue(PLAN, WRONG, GOOD)
     code, out = session(workspace, [":directive Create a skill that adds two numbers", ":skills", ":quit"],
                         "--model", MODEL)
@@ -93,13 +95,32 @@ def test_bad_input_gets_one_line(workspace, server, line, message):
 
 def test_help_memory_status_and_raw(workspace, server):
     code, out = session(workspace, [":help", ":memory", ":memory raw", ":status", ":approvals"], "--model", MODEL)
-    assert code == 0
+    assert code == 0 and "\r" not in out  # LF line ends at a file or pipe
     assert ":directive <goal>" in out and ":skills" in out and ":quit" in out
     assert "skills: 0 working, 0 untested, 0 failed" in out
     assert '"version":' in out
     assert "sandbox:" in out and "12 iterations, 15 s per test run" in out
     assert "custom gate rules: none" in out
     assert "No grants remembered." in out
+
+
+@pytest.mark.parametrize("columns, width", [("80", 80), (None, 100), ("200", 200)])
+def test_help_is_two_aligned_columns_within_the_width(workspace, server, monkeypatch, columns, width):
+    if columns:
+        monkeypatch.setenv("COLUMNS", columns)
+    code, out = session(workspace, [":help", ":quit"], "--model", MODEL)
+    assert code == 0
+    lines = out.split("Agent> :help\n")[1].split("\n  Ctrl+C cancels")[0].splitlines()
+    assert all(len(line) <= width for line in lines), lines
+    at = lines[0].index("list remembered grants")  # where the description column starts
+    usages = [line for line in lines if line[2] == ":"]
+    assert len(usages) == 17 and all(line[at - 2:at] == "  " and line[at] != " " for line in usages)
+    assert all(line[:at].strip() == "" and line[at] != " " for line in lines if line[2] != ":")  # wrapped
+    improve = next(line for line in usages if line.startswith("  :improve"))
+    assert improve[:at].rstrip() == "  :improve <skill> [what] [--rounds N]"  # the longest usage, then its text
+    described = " ".join(line[at:] for line in lines)  # the descriptions, unwrapped
+    assert "lint, review, change, test: a round is kept if old+new tests pass" in described
+    assert (len(lines) > 17) == (width < 160)  # wrapped in a narrow column only
 
 
 def test_custom_gate_rules_are_listed_and_block_a_skill(workspace, server, tmp_path):
@@ -246,6 +267,42 @@ def test_an_answer_past_a_limit_is_asked_again(workspace, server, answer, error)
     code, out = session(workspace, [":directive Make a doubler", "y", answer, "0", ":quit"], "--model", MODEL)
     assert code == 0, out
     assert error in out and "✅ double is working (2 confirmed examples" in out
+
+
+def test_a_corrected_result_goes_on_within_the_iteration_cap(workspace, server):
+    plan = json.dumps({"name": "double", "signature": "double(n: int) -> int", "description": "Double n.",
+                       "examples": []})
+    wrong = [f"```python\ndef double(n: int) -> int:\n    return n * 3{tail}\n```" for tail in ("", " + 1", " + 2")]
+    server.enqueue(plan, "I cannot write tests.", *wrong)
+    code, out = session(workspace, [":directive Make a doubler", "14", "", ":quit"], "--model", MODEL,
+                        "--max-iter", "2")
+    assert code == 0, out
+    assert "double(7)  →  21" in out
+    assert "user: double(7) returned 21, expected 14 (the user's answer) → retry  (iteration 1/2)" in out
+    counts = re.findall(r"iteration (\d+)/(\d+)", out)
+    assert counts and all(cap == "2" and int(n) <= 2 for n, cap in counts), counts
+    assert "❌ double failed: no working version after 2 iterations (iteration_cap)" in out
+
+
+def test_a_crash_is_one_meaningful_line_in_analyze_and_memory(workspace, server):
+    crashes = ("```python\ndef add_numbers(a: int, b: int) -> int:\n    if b == 3 and a != 1:\n        return [][0]\n"
+               "    if a == 3 and b != 1:\n        return {}[a]\n    return a + b\n```")
+    server.enqueue(PLAN, crashes)
+    from agent.memory import Memory
+
+    Memory(workspace).record_failure(  # as failures were kept before: the output's first 500 characters
+        skill="old_skill", error="004     >>> old_skill(1, 2)\nExpected:\n    3\nGot:\n    -1\n",
+        category="failed_assertion", code_snippet="", iteration=1, directive_id=None)
+    code, out = session(workspace, [":directive Create a skill that adds two numbers", ":memory"], "--model", MODEL,
+                        "--max-iter", "1")
+    assert code == 0 and "Traceback" not in out, out
+    analyzed = re.search(r"ANALYZE crash: (add_numbers\(a=-?\d+, b=-?\d+\) raised \w+Error: .+) → stop", out)
+    assert analyzed, out
+    stored = json.loads((workspace / "memory.json").read_text())["failures"][-1]["error"]
+    assert stored == analyzed.group(1)
+    assert f"add_numbers  crash: {stored[:80]}" in out
+    assert "old_skill  failed_assertion: old_skill(1, 2) returned -1, expected 3" in out
+    assert ">>>" not in out.split("Memory:")[1]
 
 
 def test_examples_command_adds_evidence_or_marks_failed(workspace, server):

@@ -19,7 +19,7 @@ from agent.core import AutonomousAgent
 from agent.library import SkillLibrary, skill_document
 from agent.memory import new_skill
 from agent.repl import Repl, Terminal
-from agent.views import plain, skill_view, skills_table, table
+from agent.views import plain, skill_view, skills_table, table, two_columns
 from tests.conftest import FakeModel
 from tests.test_loop import GOOD, PLAN
 
@@ -75,7 +75,8 @@ def rows_of(out: str) -> list[str]:
     return lines[start:lines.index("", start) if "" in lines[start:] else None]
 
 
-def test_skills_is_an_aligned_table_sorted_by_name(agent):
+def test_skills_is_an_aligned_table_sorted_by_name(agent, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough for every column's own cut
     out = run(agent, ":skills")
     assert "\x1b" not in out
     header, *rows = rows_of(out)
@@ -94,6 +95,28 @@ def test_skills_is_an_aligned_table_sorted_by_name(agent):
     assert description.startswith("Interleave a list from both ends") and description.endswith("…")
     assert len(description) == 50  # long text is cut to its column
     assert all(row == row.rstrip() for row in rows)
+
+
+@pytest.mark.parametrize("columns, cut", [
+    ("200", ""),  # room for every column's own cut
+    ("160", "description"),
+    ("150", "description"),  # the description cut to its least
+    ("140", "signature"),  # then the signature
+    (None, "signature"),  # a pipe without $COLUMNS: 100, more than the least each column can have
+])
+def test_skills_fits_the_width(agent, monkeypatch, columns, cut):
+    if columns:
+        monkeypatch.setenv("COLUMNS", columns)
+    width = int(columns or 100)
+    header, *rows = rows_of(run(agent, ":skills"))
+    csv = next(row for row in rows if row.startswith("csv_rows "))
+    signature = csv[header.index("signature"):header.index("evidence")].rstrip()
+    description = csv[header.index("description"):]
+    assert (signature != "csv_rows(text: str) -> list[list[str]]") == (cut == "signature")
+    assert description.endswith("…") == bool(cut)
+    if cut:
+        assert max(len(row) for row in [header, *rows]) <= width or len(signature) == 24
+        assert all(len(row[header.index("description"):]) >= 12 for row in rows)
 
 
 def test_skills_query_ranks_every_status_best_first(agent):
@@ -151,7 +174,8 @@ def test_show_of_an_unknown_skill_is_one_line(agent):
     assert out.strip().splitlines()[-1] == "error: no saved skill named 'nope' (see :skills)"
 
 
-def test_colour_output_is_the_plain_output_plus_styles(agent):
+def test_colour_output_is_the_plain_output_plus_styles(agent, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the pipe's width: the colour terminal's
     lines = (":skills", ":skills integers", ":show add_numbers")
     plain_out = run(agent, *lines)
     coloured = run(agent, *lines, output=colour)
@@ -184,6 +208,14 @@ def test_fragments_carry_status_and_pygments_styles(agent):
     assert ("class:pygments.keyword", "def") in view and ("class:pygments.name.function", "f") in view
     assert ("class:pygments.comment.single", "# same") in view
     assert "def f(x):\n    return x  # same\n# skills/tests/test_add_numbers.py\n(no tests saved)\n" in plain(view)
+
+
+@pytest.mark.parametrize("width, text", [
+    (40, "  :a         one two three four five six\n             seven\n  :longer x  eight\n"),
+    (30, "  :a\n      one two three four five\n      six seven\n  :longer x\n      eight\n"),  # too narrow: under
+])
+def test_two_columns_wrap_the_right_one_within_the_width(width, text):
+    assert two_columns([(":a", "one two three four five six seven"), (":longer x", "eight")], width) == text
 
 
 def test_table_aligns_wide_characters_by_display_width():

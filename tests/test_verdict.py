@@ -71,6 +71,24 @@ def test_a_rejected_value_without_a_correction_is_not_evidence(workspace):
     assert result.status == "untested" and result.iterations == 2
 
 
+@pytest.mark.parametrize("max_iter, iterations", [
+    (1, 1),  # answered at the cap: the loop stops there
+    (2, 2),  # the answer's retry is the cap's last iteration
+])
+def test_an_answer_that_sends_the_loop_on_stays_within_the_cap(workspace, max_iter, iterations):
+    wrong = ["    return len(text) > 3\n", "    return len(text) > 4\n", "    return len(text) > 5\n"]
+    model = FakeModel([GRAMMAR_PLAN, *wrong], chat=False)
+    agent = make_agent(workspace, model, max_iter=max_iter)
+    result = agent.run("Create a JSON validator skill", confirm=lambda skill, observed: ["True"])
+    assert (result.status, result.reason, result.iterations, result.max_iterations) == (
+        "failed", "iteration_cap", iterations, max_iter)
+    assert f"no working version after {iterations} iterations" in result.message
+    counted = [(event.iteration, event.max_iterations) for event in agent.events if event.iteration]
+    assert counted and all(cap == max_iter and n <= cap for n, cap in counted)
+    answered = next(event for event in agent.events if event.message.startswith("user: "))
+    assert answered.iteration == 1 and answered.message.endswith("retry" if max_iter > 1 else "stop (iteration_cap)")
+
+
 def test_held_back_example_catches_fitted_code_without_showing_it(workspace):
     goal = ("Create a skill `double(n: int) -> int` that doubles n, e.g. double(3) == 6, double(4) == 8, "
             "double(10) == 20")
