@@ -31,7 +31,7 @@ from agent import faults
 from agent.errors import AgentError, UnsafePath
 from agent.library import KEPT_FILE, SkillLibrary, digest
 from agent.memory import Memory, now
-from agent.memory.files import atomic_write, fsync_dir
+from agent.memory.files import fsync_dir, try_lock, unlock
 from safety.paths import SKILL_NAME
 
 JOURNAL = Path("history") / "changes"
@@ -44,23 +44,38 @@ def _journal(memory: Memory, name: str) -> Path:
 @contextlib.contextmanager
 def change(memory: Memory, library: SkillLibrary, name: str, op: str) -> Iterator[None]:
     """One skill change (``op``: save, rollback, forget, examples, version): journaled while it
-    runs; if it fails, the files are made to agree with memory before the error goes on."""
+    runs, and one at a time per skill across agents (the journal file is flock-ed for the change's
+    life: a second agent waits, then reads memory afresh); if it fails, the files are made to agree
+    with memory before the error goes on. Not reentrant for the same skill."""
     path = _journal(memory, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.parent.is_symlink() or path.parent.parent.is_symlink():
         raise UnsafePath(f"{path.parent} is a link: the agent never follows links for its own files")
     faults.step(f"{op} {name}: journal")
-    atomic_write(path, json.dumps({"op": op, "skill": name, "started": now()}).encode())
-    fsync_dir(path.parent)
+    fd = try_lock(path, wait=True)
+    assert fd is not None
+    try:
+        if os.fstat(fd).st_size:  # the change before ours was killed while it held this: finish it first
+            reconcile(memory, library, name)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"op": op, "skill": name, "started": now()}).encode(), 0)
+        os.fsync(fd)
+        fsync_dir(path.parent)
+    except BaseException:
+        os.close(fd)
+        raise
     try:
         yield
         faults.step(f"{op} {name}: done")
     except BaseException:
-        with contextlib.suppress(Exception):  # the disk may still be full: then the next start does it
+        try:
             reconcile(memory, library, name)
-            path.unlink(missing_ok=True)
+        except Exception:  # noqa: BLE001 - the disk may still be full: then the next start does it
+            os.close(fd)
+        else:
+            unlock(fd, path)
         raise
-    path.unlink(missing_ok=True)
+    unlock(fd, path)
 
 
 def current(skill: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -473,7 +473,7 @@ class AutonomousAgent:
             run.end("interrupted", "interrupted", "interrupted by the user")
             raise
         except Exception as err:  # noqa: BLE001 - a bug must not leave the directive running
-            if no_space(err):
+            if no_space(err, self.workspace):
                 return self._disk_full(run)
             self._log_crash(run.directive_id)
             error = f"{type(err).__name__}: {err}"
@@ -485,7 +485,7 @@ class AutonomousAgent:
         try:
             yield
         except sqlite3.Error as err:
-            if no_space(err):
+            if no_space(err, self.workspace):
                 raise disk_full(self.workspace / "history") from None
             raise AgentError(f"{self.workspace / 'history' / 'checkpoints.sqlite'}: {err}; move it away "
                              "(a new one is made; unfinished directives then start over)") from None
@@ -690,7 +690,7 @@ class AutonomousAgent:
         try:
             return run.end("interrupted", "disk_full", message)
         except Exception as again:  # noqa: BLE001 - the record itself could not be written
-            if not no_space(again):
+            if not no_space(again, self.workspace):
                 raise
             return DirectiveResult(run.goal, run.directive_id, run.skill, "interrupted", run.iteration,
                                    run.max_iterations, "disk_full", None, message, run.tokens,
@@ -740,10 +740,15 @@ class AutonomousAgent:
     def check_intact(self, name: str, skill: dict | None = None) -> None:
         """Raise ``SkillDamaged`` (one line, with the repair) when a skill's files, or those of a
         skill it imports, are not what their records keep: such files are never run."""
-        problem = changes.damage(self.library, name, skill or self.memory.get_skill(name))
+        skill = skill or self.memory.get_skill(name)
+        problem = changes.damage(self.library, name, skill)
         if problem:
             raise SkillDamaged(f"{name} is damaged: {problem}")
-        for dep in self.library.closure(self.library.source(name) or "", exclude=name):
+        # what it imports, by its files and by its record (a dependency whose file is gone is not
+        # found in the files, and must not be run around either)
+        found = [*self.library.closure(self.library.source(name) or "", exclude=name),
+                 *((skill or {}).get("dependencies") or [])]
+        for dep in dict.fromkeys(d for d in found if d != name):
             problem = changes.damage(self.library, dep, self.memory.get_skill(dep))
             if problem:
                 raise SkillDamaged(f"{name} imports {dep}, which is damaged: {problem}")

@@ -5,6 +5,7 @@ back into the loop. These are for conditions the user must fix.
 """
 
 import errno
+import os
 import sqlite3
 
 
@@ -67,13 +68,26 @@ class DiskFull(AgentError):
     or a directive was kept to resume). The message says where to free space."""
 
 
-def no_space(err: BaseException) -> bool:
-    """Whether ``err`` is the disk (or a quota) filling up, as an OSError or as SQLite says it."""
+def no_space(err: BaseException, where: object = None) -> bool:
+    """Whether ``err`` is the disk (or a quota) filling up, as an OSError or as SQLite says it. A
+    SQLite "disk I/O error" (what WAL mode reports on a full tmpfs) counts when the filesystem of
+    ``where`` (a path) has almost no room left."""
     if isinstance(err, DiskFull):
         return True
     if isinstance(err, OSError):
         return err.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(err, sqlite3.Error) and "disk is full" in str(err)
+    if not isinstance(err, sqlite3.Error):
+        return False
+    return "disk is full" in str(err) or ("disk I/O error" in str(err) and where is not None
+                                           and _almost_full(str(where)))
+
+
+def _almost_full(path: str, room: int = 1 << 20) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < room or (st.f_files > 0 and st.f_favail == 0)
 
 
 def disk_full(where: object, what: str = "nothing was half-written") -> DiskFull:

@@ -107,7 +107,11 @@ class SkillLibrary:
         self.workspace = workspace
         self.skills_dir = workspace / "skills"
         self._digests: dict[str, tuple[tuple[int, int, int, int], str | None]] = {}
-        (self.skills_dir / "tests").mkdir(parents=True, exist_ok=True)  # bound read-only in the sandbox
+        try:
+            (self.skills_dir / "tests").mkdir(parents=True, exist_ok=True)  # bound read-only in the sandbox
+        except FileExistsError:
+            raise UnsafePath(f"{self.skills_dir / 'tests'} (or {self.skills_dir}) is not a folder: move it away "
+                             "so that the agent can keep its skills there") from None
         init = self.skills_dir / "__init__.py"
         if not init.exists() and not init.is_symlink():
             safe_write_text(workspace, "skills/__init__.py", PACKAGE_INIT)
@@ -131,6 +135,10 @@ class SkillLibrary:
     def save(self, name: str, code: str, tests: str) -> Path:
         """Write the module and its tests into ``skills/`` (the current version's copy); returns
         the module's absolute path."""
+        for relative in (self.module_path(name), self.test_path(name)):
+            target = resolve_inside(self.workspace, relative.rpartition("/")[0]) / relative.rpartition("/")[2]
+            if target.is_dir() and not target.is_symlink():  # a folder in a file's place: nothing to keep
+                self.unlink(relative)
         faults.step(f"write {self.module_path(name)}")
         path = safe_write_text(self.workspace, self.module_path(name), code)
         faults.step(f"write {self.test_path(name)}")
@@ -181,10 +189,13 @@ class SkillLibrary:
         """Remove one file of the library (a link is removed, never followed); whether there was one."""
         folder, _, base = relative.rpartition("/")
         path = resolve_inside(self.workspace, folder) / base  # the link itself, not what it names
-        if not (path.is_file() or path.is_symlink()):
+        if not (path.exists() or path.is_symlink()):
             return False
         faults.step(f"remove {relative}")
-        path.unlink()
+        if path.is_dir() and not path.is_symlink():
+            safe_rmtree(path)
+        else:
+            path.unlink()
         return True
 
     def discard(self, relative: str) -> None:

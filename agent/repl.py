@@ -402,8 +402,8 @@ class Repl:
         except InvalidSkillName as err:
             self.term.error(str(err).splitlines()[0] if str(err) else "invalid skill name")
         except (OSError, sqlite3.Error) as err:  # a full disk, a file we may not write: one line, REPL alive
-            self.term.error(str(disk_full(self.agent.workspace)) if no_space(err) else
-                            f"error: {getattr(err, 'strerror', None) or err}"
+            self.term.error(str(disk_full(self.agent.workspace)) if no_space(err, self.agent.workspace) else
+                            f"{getattr(err, 'strerror', None) or err}"
                             + (f": {err.filename}" if getattr(err, "filename", None) else ""))
         return False
 
@@ -523,7 +523,9 @@ class Repl:
         """:show <skill>  a skill's record (status, evidence, imports, users, versions), its code and tests"""
         source = self.agent.library.source(name) if name else None
         if source is None:
-            self.term.error(f"no saved skill named {name!r} (see :skills)")
+            damaged = changes.damage(self.agent.library, name, self.agent.memory.get_skill(name)) if name else None
+            self.term.error(f"{name} is damaged: {damaged}" if damaged else
+                            f"no saved skill named {name!r} (see :skills)")
             return False
         skills = self.agent.memory.read()["skills"]
         skill = next((s for s in skills if s["name"] == name), None) or {"name": name}

@@ -30,17 +30,18 @@ def ensure_versioned(memory: Memory, library: SkillLibrary, name: str) -> dict[s
     skill = memory.get_skill(name)
     if skill is None or skill.get("versions"):
         return skill
-    code, tests = library.source(name), library.tests(name)
-    if code is None or tests is None:
-        return skill
-    module, test = library.version_paths(name, 1)
-    record = {"version": 1, "created_at": skill["updated_at"], "origin": "existing", "status": skill["status"],
-              "model": None, "path": module, "test_path": test, "iterations": skill["iterations"],
-              "note": "the files found when versions began", "signature": skill["signature"],
-              "description": skill["description"], "sha256": hashes(code, tests)}
-    if skill.get("evidence"):
-        record["evidence"] = skill["evidence"]
     with change(memory, library, name, "version"):
+        skill = memory.get_skill(name)  # again, under the skill's lock: another agent may have done it
+        code, tests = library.source(name), library.tests(name)
+        if skill is None or skill.get("versions") or code is None or tests is None:
+            return skill
+        module, test = library.version_paths(name, 1)
+        record = {"version": 1, "created_at": skill["updated_at"], "origin": "existing", "status": skill["status"],
+                  "model": None, "path": module, "test_path": test, "iterations": skill["iterations"],
+                  "note": "the files found when versions began", "signature": skill["signature"],
+                  "description": skill["description"], "sha256": hashes(code, tests)}
+        if skill.get("evidence"):
+            record["evidence"] = skill["evidence"]
         library.keep_file(module, code)
         library.keep_file(test, tests)
         memory.add_version(name, record)
@@ -87,30 +88,31 @@ def keep(memory: Memory, library: SkillLibrary, name: str, code: str, tests: str
     """Save ``code`` and ``tests`` as the next version of ``name`` and make it current; returns
     its number. ``compatible``: it passed the previous version's tests, which it inherits. The
     same directive keeping the same files again (its save resumed after a kill) is that version."""
-    skill = ensure_versioned(memory, library, name)
+    ensure_versioned(memory, library, name)
     sha = hashes(code, tests)
-    again = next((v for v in (skill or {}).get("versions") or []
-                  if directive_id and v.get("directive_id") == directive_id and v.get("sha256") == sha), None)
-    if again is not None and skill is not None and skill.get("version") == again["version"]:
-        with change(memory, library, name, "save"):
-            library.save(name, code, tests)
-        return again["version"]
-    previous = current(skill)
-    number = max((v["version"] for v in (skill or {}).get("versions") or []), default=0) + 1
-    module, test = library.version_paths(name, number)
-    inherited = ([previous["version"], *previous.get("inherited", [])] if previous and compatible else [])
-    record: dict[str, Any] = {"version": number, "created_at": now(), "origin": origin, "status": status,
-                              "model": (model or "")[:MODEL_MAX] or None, "path": module, "test_path": test,
-                              "iterations": iterations, "directive_id": directive_id, "note": note[:NOTE_MAX],
-                              "inherited": list(dict.fromkeys(inherited)), "sha256": sha}
-    for key in ("signature", "description"):
-        if key in fields:
-            record[key] = fields[key]
-    if evidence is not None:
-        record["evidence"] = evidence
-        fields["evidence"] = evidence
-    # kept files first, then the record (the commit), then the copies in skills/ (see agent.changes)
+    # kept files first, then the record (the commit), then the copies in skills/ (see agent.changes);
+    # the number is chosen under the skill's change lock: another agent's save cannot take it too
     with change(memory, library, name, "save"):
+        skill = memory.get_skill(name)
+        again = next((v for v in (skill or {}).get("versions") or []
+                      if directive_id and v.get("directive_id") == directive_id and v.get("sha256") == sha), None)
+        if again is not None and skill is not None and skill.get("version") == again["version"]:
+            library.save(name, code, tests)
+            return again["version"]
+        previous = current(skill)
+        number = max((v["version"] for v in (skill or {}).get("versions") or []), default=0) + 1
+        module, test = library.version_paths(name, number)
+        inherited = ([previous["version"], *previous.get("inherited", [])] if previous and compatible else [])
+        record: dict[str, Any] = {"version": number, "created_at": now(), "origin": origin, "status": status,
+                                  "model": (model or "")[:MODEL_MAX] or None, "path": module, "test_path": test,
+                                  "iterations": iterations, "directive_id": directive_id, "note": note[:NOTE_MAX],
+                                  "inherited": list(dict.fromkeys(inherited)), "sha256": sha}
+        for key in ("signature", "description"):
+            if key in fields:
+                record[key] = fields[key]
+        if evidence is not None:
+            record["evidence"] = evidence
+            fields["evidence"] = evidence
         library.keep_file(module, code)
         library.keep_file(test, tests)
         memory.add_version(name, record, status=status, iterations=iterations, path=library.module_path(name),
@@ -136,19 +138,18 @@ def restore(memory: Memory, library: SkillLibrary, name: str, number: int) -> di
     """Make kept version ``number`` current again (its files back in ``skills/``, verified first);
     returns its record. Until the retest that follows, it has the status it was kept with.
     Raises LookupError (no such version) or ValueError (its files are gone or damaged)."""
-    skill = memory.get_skill(name)
-    record = find(skill or {}, number)
-    if record is None:
-        raise LookupError(number)
-    files = kept_files(library, name, record)
-    if isinstance(files, str):
-        raise ValueError(files)
-    fields: dict[str, Any] = {"version": number, "status": record["status"],
-                              "dependencies": library.dependencies(files[0])}
-    for key in ("evidence", "signature", "description"):
-        if record.get(key):
-            fields[key] = record[key]
     with change(memory, library, name, "rollback"):
+        record = find(memory.get_skill(name) or {}, number)
+        if record is None:
+            raise LookupError(number)
+        files = kept_files(library, name, record)
+        if isinstance(files, str):
+            raise ValueError(files)
+        fields: dict[str, Any] = {"version": number, "status": record["status"],
+                                  "dependencies": library.dependencies(files[0])}
+        for key in ("evidence", "signature", "description"):
+            if record.get(key):
+                fields[key] = record[key]
         memory.upsert_skill(name, **fields)
         library.save(name, *files)
     return record
@@ -158,24 +159,25 @@ def amend(memory: Memory, library: SkillLibrary, name: str, tests: str, **fields
     """The current version gained tests (confirmed or added examples): keep them as a new file of
     that version, switch its record to them, and set ``fields`` (status, evidence...) on the skill
     and its record, in one update; then the copy in ``skills/``."""
-    skill = ensure_versioned(memory, library, name)
-    record = current(skill)
-    files = kept_files(library, name, record) if record else "it has no kept version"
-    if skill is None or record is None:
-        raise LookupError(name)
-    if isinstance(files, str):
-        raise ValueError(files)
-    number, code, old = record["version"], files[0], record["test_path"]
-    path = library.amended_test_path(name, number, tests)
-    mirrored = {k: v for k, v in fields.items() if k in ("status", "evidence")}
+    ensure_versioned(memory, library, name)
 
-    def apply(doc: dict[str, Any]) -> None:
-        entry = next(s for s in doc["skills"] if s["name"] == name)
-        for kept in entry.get("versions") or []:
-            if kept["version"] == number:
-                kept.update(mirrored, test_path=path, sha256=hashes(code, tests))
-        entry.update(fields, updated_at=now())
     with change(memory, library, name, "examples"):
+        record = current(memory.get_skill(name))
+        if record is None:
+            raise LookupError(name)
+        files = kept_files(library, name, record)
+        if isinstance(files, str):
+            raise ValueError(files)
+        number, code, old = record["version"], files[0], record["test_path"]
+        path = library.amended_test_path(name, number, tests)
+        mirrored = {k: v for k, v in fields.items() if k in ("status", "evidence")}
+
+        def apply(doc: dict[str, Any]) -> None:
+            entry = next(s for s in doc["skills"] if s["name"] == name)
+            for kept in entry.get("versions") or []:
+                if kept["version"] == number:
+                    kept.update(mirrored, test_path=path, sha256=hashes(code, tests))
+            entry.update(fields, updated_at=now())
         library.keep_file(path, tests)
         memory.update(apply)
         library.save(name, code, tests)

@@ -138,6 +138,28 @@ class OwnerLock:
             return cls(fd, path)
         return None
 
+    def record(self, dirs) -> None:
+        """Write the run's cgroup directories into the lock file: a sweep in another cgroup (an agent
+        started elsewhere in the hierarchy) finds them there, not under its own parents."""
+        data = "".join(f"{d}\n" for d in dirs).encode()
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, data, 0)
+
+    def recorded(self, name: str) -> list[Path]:
+        """The directories ``record`` wrote, each checked to be a run cgroup named ``name``."""
+        try:
+            text = os.pread(self.fd, 65536, 0).decode("utf-8", "replace")
+        except OSError:
+            return []
+        found = []
+        for line in text.splitlines():
+            path = Path(line)
+            if (path.is_absolute() and path.name == name and BASE in path.parents
+                    and ".." not in path.parts):
+                found.append(path)
+        return found
+
     def release(self, *, forget: bool) -> None:
         """Drop the lock; ``forget``: the cgroup is gone, so its lock file goes too (first)."""
         if self.fd < 0:
@@ -206,6 +228,8 @@ class RunCgroup:
         except OSError:
             made.remove()
             return None
+        if made.lock is not None:
+            made.lock.record(made.dirs.values())
         return made
 
     def procs_files(self) -> list[str]:
@@ -290,9 +314,9 @@ def sweep(parents) -> int:
             orphans = [p.name.removesuffix(".lock") for p in directory.iterdir() if p.name.endswith(".lock")]
         except OSError:
             continue
-        for name in orphans:
+        for name in orphans:  # its cgroup is not under our parents: where its owner recorded it, if anywhere
             if name not in found and STALE.match(name) and (lock := OwnerLock.claim(name)) is not None:
-                lock.release(forget=True)
+                RunCgroup({str(i): d for i, d in enumerate(lock.recorded(name))}, lock).remove()
     return removed
 
 

@@ -5,14 +5,17 @@ to, and :skills / :show say it is damaged and how to repair it. Driven at the RE
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from agent import changes
+from agent import changes, versions
 from agent.core import AutonomousAgent
-from agent.errors import SkillDamaged
+from agent.errors import MemoryCorrupted, SkillDamaged
+from agent.library import SkillLibrary
+from agent.memory import Memory
 from tests.conftest import FakeModel
 from tests.test_faults import GOAL, SKILL, V2, session
 from tests.test_loop import GOOD, PLAN
@@ -100,3 +103,66 @@ def test_versions_kept_before_hashes_get_them_at_the_next_start(agent, workspace
     again = AutonomousAgent(workspace=old, model=FakeModel())
     assert "recorded the content hashes of 2 kept versions" in again.notices
     assert all("sha256" in v for v in again.memory.get_skill(SKILL)["versions"])
+
+
+def test_a_folder_in_a_skill_file_s_place_is_repaired_by_rollback_and_removed_by_forget(agent, workspace):
+    module = workspace / "skills" / f"{SKILL}.py"
+    module.unlink()
+    module.mkdir()
+    (module / "junk").write_text("x")
+    out = session(agent, [f":rollback {SKILL} 2", f":run {SKILL} 1 2"])
+    assert "add_numbers is v2 again: working" in out and out.rstrip().endswith("3"), out
+    module.unlink()
+    module.mkdir()
+    out = session(agent, [f":forget {SKILL}", "y"])
+    assert "Forgot add_numbers." in out and not module.exists(), out
+
+
+def test_a_dependency_whose_file_is_gone_is_damaged_for_what_imports_it(agent, workspace):
+    agent.library.save("twice", f"from skills.{SKILL} import {SKILL}\n\n\ndef twice(a: int) -> int:\n"
+                       f"    return {SKILL}(a, a)\n", "def test_it():\n    pass\n")
+    agent.memory.upsert_skill("twice", status="working", dependencies=[SKILL], signature="twice(a: int) -> int")
+    (workspace / "skills" / f"{SKILL}.py").unlink()
+    out = session(agent, [":run twice 2", f":show {SKILL}"])
+    assert f"error: twice imports {SKILL}, which is damaged: skills/{SKILL}.py is not v2's kept file" in out, out
+    assert f"error: {SKILL} is damaged: skills/{SKILL}.py is not v2's kept file" in out, out
+    assert "no saved skill" not in out, out
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_memory_file_that_is_not_a_file_stops_the_start_in_one_line(tmp_path, kind):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    if kind == "folder":
+        (ws / "memory.json").mkdir()
+    else:
+        os.mkfifo(ws / "memory.json")  # opened without O_NONBLOCK, the start would wait forever
+    with pytest.raises(MemoryCorrupted, match=r"memory.json is not a regular file; nothing was changed"):
+        AutonomousAgent(workspace=ws, model=FakeModel())
+
+
+def test_two_agents_saving_versions_at_once_never_share_a_number(agent, workspace):
+    """Each save chooses its number under the skill's change lock (another agent waits)."""
+    code = agent.library.source(SKILL)
+    tests = agent.library.tests(SKILL)
+    children = []
+    for who in "ab":
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            status = 0
+            try:
+                memory, library = Memory(workspace), SkillLibrary(workspace)
+                for i in range(4):
+                    versions.keep(memory, library, SKILL, f"{code}\n# {who}{i}\n", tests, origin="directive",
+                                  status="working", model="fake")
+            except BaseException:  # noqa: BLE001 - reported through the exit status
+                status = 1
+            finally:
+                os._exit(status)
+        children.append(pid)
+    assert all(os.waitpid(pid, 0)[1] == 0 for pid in children)
+    skill = agent.memory.get_skill(SKILL)
+    numbers = [v["version"] for v in skill["versions"]]
+    assert numbers == list(range(1, 11)) and skill["version"] in numbers
+    assert changes.damage(agent.library, SKILL, skill) is None
+    assert all(isinstance(changes.kept_files(agent.library, SKILL, v), tuple) for v in skill["versions"])

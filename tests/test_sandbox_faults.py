@@ -143,6 +143,34 @@ def test_a_dead_agent_s_leftover_is_swept(pidns: bool) -> None:
 
 
 @needs_pidns
+def test_a_dead_agent_s_leftover_elsewhere_in_the_hierarchy_is_swept_by_its_lock_file() -> None:
+    """Agents started in different cgroups (a job, a service, a container each) make their runs'
+    cgroups under different parents: a sweep that sees the lock file of a dead owner but not its
+    cgroup removes the cgroup where the lock file records it, not only the lock file."""
+    probe = RunCgroup.create(1 << 28, 16)
+    assert probe is not None
+    parents = sorted({d.parent for d in set(probe.dirs.values())})
+    probe.remove()
+    elsewhere = [p / f"elsewhere-{os.urandom(4).hex()}" for p in parents]  # not one of our parents
+    name = f"{PREFIX}999999998-{os.urandom(8).hex()}"
+    lock = safety.cgroup.OwnerLock.take(name)
+    assert lock is not None
+    for d in elsewhere:
+        (d / name).mkdir(parents=True)
+    lock.record([d / name for d in elsewhere])
+    lock.release(forget=False)  # as when its owner died: the kernel drops a dead owner's lock
+    try:
+        sweep_now()
+        assert not any((d / name).exists() for d in elsewhere), "a dead agent's cgroup elsewhere was left"
+        assert lock_files(name) == []
+    finally:
+        for d in elsewhere:
+            if (d / name).exists():
+                (d / name).rmdir()
+            d.rmdir()
+
+
+@needs_pidns
 def test_a_run_cgroup_whose_owner_cannot_be_known_is_left_alone() -> None:
     """No lock file to see (an agent with a private /run and /tmp, or an older version): leaving
     it leaks a cgroup; removing it could kill a live run. The pid in its name proves nothing."""

@@ -68,7 +68,7 @@ def _one_line(path: Path):
     try:
         yield
     except sqlite3.Error as err:
-        if no_space(err):
+        if no_space(err, path.parent):
             raise disk_full(path.parent) from None
         raise HistoryError(f"{path}: {err} (the history and failure log could not be used)") from None
 

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -149,6 +150,14 @@ class Memory:
         and content hash, under this schema (6 ms for 6 MB)."""
         return f"{schema_digest()}:{len(raw)}:{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
 
+    def _known(self, mark: str) -> bool:
+        """Whether history.sqlite says these bytes were validated (no: when it cannot be opened
+        for a full disk; validating again is only slower)."""
+        try:
+            return self.history.get_meta(str(self.path)) == mark
+        except DiskFull:
+            return False
+
     def _parse(self, raw: bytes, path: Path | None = None) -> tuple[dict[str, Any], int]:
         """Parse, migrate and validate file bytes; bytes this agent validated or wrote are not
         validated again (``path`` None: a file that is not memory.json, always validated)."""
@@ -159,7 +168,7 @@ class Memory:
         if not isinstance(doc, dict):
             raise self._corrupted(f"the top level is a {type(doc).__name__}, not an object")
         mark = self._validated_mark(raw) if path is None else None
-        if mark is not None and doc.get("version") == CURRENT_VERSION and self.history.get_meta(str(self.path)) == mark:
+        if mark is not None and doc.get("version") == CURRENT_VERSION and self._known(mark):
             return doc, CURRENT_VERSION
         try:
             doc, version = migrate(doc)
@@ -179,12 +188,17 @@ class Memory:
         ``exact`` (an update, under the lock) only while its bytes are: a coarse clock can give
         a rewritten file the identity of an older one."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not hang us
         except FileNotFoundError:
             self._cache = None
             return empty(), CURRENT_VERSION, None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise MemoryCorrupted(f"{self.path} is not a regular file; nothing was changed. Move it away "
+                                  f"(mv {self.path} {self.path}.broken) to start an empty memory")
         with os.fdopen(fd, "rb") as handle:
-            stamp = _stamp(os.fstat(handle.fileno()))
+            stamp = _stamp(info)
             cached = self._cache
             if cached is not None and cached.stamp == stamp and not exact:
                 return cached.doc, CURRENT_VERSION, cached
@@ -479,6 +493,8 @@ class Memory:
             if entry is None:
                 entry = new_skill(name, stamp)
                 doc["skills"].append(entry)
+            if any(v["version"] == record["version"] for v in entry.get("versions") or []):
+                raise ValueError(f"{name} already has a version {record['version']}: nothing was changed")
             entry.setdefault("versions", []).append(record)
             entry.update(fields, version=record["version"], updated_at=stamp)
         self.update(apply)
