@@ -239,6 +239,20 @@ def test_a_tier_two_need_is_asked_then_granted_or_denied(workspace):
     ("f " + "9" * 4300, ("f", (10 ** 4300 - 1,), {})),  # the digits limit itself
     ('f "10**400" hello-world', ("f", ("10**400", "hello-world"), {})),  # quoted, or plain words: strings
     ('f "' + "[" * 300 + '"', ("f", ("[" * 300,), {})),
+    # kept exactly as written: backslashes in plain words, a '#', brackets with spaces, quoted words
+    (r"f \d+ a1b22", ("f", (r"\d+", "a1b22"), {})),
+    (r"f C:\Users\me", ("f", (r"C:\Users\me",), {})),
+    (r"f \n", ("f", (r"\n",), {})),
+    ("f 1 \\", ("f", (1, "\\"), {})),
+    ("f 1 # c", ("f", (1, "#", "c"), {})),
+    ("f 1#c", ("f", ("1#c",), {})),
+    ("f [1, 2] hello-world", ("f", ([1, 2], "hello-world"), {})),
+    ('f [1, "a b"] x=(1, 2) y="c d"', ("f", ([1, "a b"],), {"x": (1, 2), "y": "c d"})),
+    ('f "3" hello-world', ("f", ("3", "hello-world"), {})),  # quoted is a string on either path
+    ('f "x=1" y', ("f", ("x=1", "y"), {})),  # a quoted word is no keyword
+    (r'f "a\nb" hello-world', ("f", ("a\nb", "hello-world"), {})),  # Python's escapes, as on the call path
+    ("f :) x", ("f", (":)", "x"), {})),
+    ("f (hi there", ("f", ("(hi", "there"), {})),
 ], ids=lambda row: row[:40] if isinstance(row, str) else "")
 def test_run_reads_arguments_as_python_call_arguments_or_shell_words(line, expected):
     assert parse_run(line) == expected
@@ -269,8 +283,18 @@ def test_a_bad_run_line_is_one_usage_line(line, message):
     ("f " + "[" * 200 + "]" * 200, "an argument is nested 200 deep (at most 100)"),
     ("f(" + "[" * 200 + "]" * 200 + ")", "an argument is nested 200 deep (at most 100)"),
     ("f " + "[" * 3000, "an argument is nested 3,000 deep (at most 100)"),  # unclosed, still no string
+    ("f 1 if 1 else 2", "1 if 1 else 2 is an expression, not a literal"),
+    ("f 1 + 2", "1 + 2 is an expression, not a literal"),
+    ("f not True", "not True is an expression, not a literal"),
+    ('f f"x"', 'f"x" is an expression, not a literal'),
+    ('f **{"a":1}', '**{"a":1}: unpacking is not taken: write the arguments themselves'),
+    ("f *[1]", "*[1]: unpacking is not taken"),
+    ('f a"b"c', 'a"b"c has quotes but is not a Python literal'),
+    (r'f "C:\Users\me"', r'"C:\Users\me" has quotes but is not a Python literal'),
+    ("f(1, # c)", "f(1, # c) is not a call with Python literal arguments"),
 ], ids=["10**400", "2+3", "keyword-10**400", "int-5000-digits", "call-int-5000-digits", "nested-3000", "nested-200",
-        "call-nested-200", "unclosed-3000"])
+        "call-nested-200", "unclosed-3000", "if-else", "1+2", "not", "f-string", "double-star", "star",
+        "quotes-inside", "quoted-bad-escape", "call-comment"])
 def test_run_refuses_in_one_line_what_it_would_otherwise_change(line, message):
     """Each of these was passed on as a string (or cut short) before: now refused, naming the limit."""
     with pytest.raises(AgentError) as caught:
