@@ -607,6 +607,8 @@ RAW_ROWS = {
                                  + b"1" * 5000 + b"}}", None),
     "empty-line": (b"", None),
     "good-request": (request("{}", method="ping"), ("result", None, 7, None)),
+    "300000-values": (request('{"a": [' + ",".join(["[]"] * 300_000) + "]}", method="ping"),  # 900 KB, valid
+                      error(-32602, 7, "invalid params: the message holds 300,006 JSON values (at most 60,000)")),
 }
 
 
@@ -700,7 +702,15 @@ def test_mcp_answers_every_call_of_the_sdk_client(sdk_answers, served, row):
     (b'{"jsonrpc": "2.0", "id": 5, "method": "x", "params": {"a": [1, {"b": [' + b"9" * 4301 + b"]}]}}", False,
      (-32602, 5, "invalid params: params.a[1].b[0]: an int of 4,301 digits (at most 4,300)")),
     (None, False, (-32600, None, "message longer than 1,048,576 bytes")),
-], ids=["response", "request", "response-5000-digits", "deep-and-many-strings", "where", "too-long"])
+    (b'{"jsonrpc": "2.0", "id": 5, "method": "x", "params": {"a": [' + b", ".join([b"[]"] * 59_994) + b"]}}",
+     True, None),  # 60,000 values: the limit itself
+    (b'{"jsonrpc": "2.0", "id": 5, "method": "x", "params": {"a": [' + b", ".join([b"{}"] * 59_995) + b"]}}",
+     False, (-32602, 5, "invalid params: the message holds 60,001 JSON values (at most 60,000)")),
+    (b'{"jsonrpc": "2.0", "id": 5, "method": "x", "params": {"a": "' + b"[], " * 100_000 + b'"}}', True, None),
+    (b'{"jsonrpc": "2.0", "id": 5, "result": {"a": [' + b",".join([b"1"] * 70_000) + b"]}}", False, None),
+    (b'{"jsonrpc": "2.0", "method": "x", "params": {"a": [' + b",".join([b"1"] * 70_000) + b"]}}", False, None),
+], ids=["response", "request", "response-5000-digits", "deep-and-many-strings", "where", "too-long", "60000-values",
+        "60001-values", "commas-in-a-string", "response-70000-values", "notification-70000-values"])
 def test_mcp_screens_a_line_within_bounds(line, passed, error):
     from agent.mcp_wire import screen
 
@@ -711,3 +721,19 @@ def test_mcp_screens_a_line_within_bounds(line, passed, error):
     else:
         assert (verdict.error["code"], verdict.error["id"]) == error[:2]
         assert verdict.error["message"].startswith(error[2])
+
+
+def walked(value) -> int:
+    """The values in a parsed JSON value, counted by walking it (keys not counted)."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return 1 + sum(walked(item) for item in items)
+
+
+@pytest.mark.parametrize("text", [
+    '1', '"a,b[{"', '[]', '{}', '[[], {}, [1, [2, 3]]]', '{"a": {"b": [], "c": {}}, "d": "x\\",y"}',
+    ' [ [ ] , { } , "}" ] ', '{"": [1,2,3], "[": {"]": null}}', '["\\u005b", "\\\\", "\\\\\\""]',
+])
+def test_the_wire_counts_a_messages_values_from_its_text(text):
+    from agent.mcp_wire import values_in
+
+    assert values_in(text.encode()) == walked(json.loads(text))
