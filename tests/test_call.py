@@ -528,7 +528,8 @@ class RawServer:
 
     def answers_to(self, line: bytes) -> list[dict]:
         """What the server answers ``line`` with, up to its answer to a ping sent right after it (a
-        line answers before the next is read, so a line with no answer shows as none)."""
+        line is screened before the next is read, so a line with no answer shows as none; a tool
+        call, though, runs beside the ping, and its answer may come after the ping's)."""
         self.send(line)
         ping = f"ping-{next(self.pings)}"
         self.send(json.dumps({"jsonrpc": "2.0", "id": ping, "method": "ping"}))
@@ -616,6 +617,8 @@ RAW_ROWS = {
 def test_mcp_answers_every_raw_line_by_json_rpc(raw_server, row):
     line, expected = RAW_ROWS[row]
     answers = raw_server.answers_to(line)
+    if expected is not None and expected[0] == "result" and not answers:
+        answers = [raw_server.reply()]  # a tool call runs in a thread beside the ping: its answer may come after
     if expected is None:  # a notification (or no message): no answer, per JSON-RPC
         assert answers == []
         return
