@@ -110,6 +110,28 @@ def text_problem(text: str) -> str | None:
     return depth_problem(deepest) if deepest > MAX_DEPTH else None
 
 
+def reads_as_written(text: str) -> bool:
+    """Whether Python reads all of ``text``: False when it holds a comment (``1 # c`` reads as
+    ``1``) or a backslash outside a string (a line continuation, or no Python at all: ``\\d+``),
+    which a parse would drop or stop at; such text is no literal, only words."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return "#" not in text and "\\" not in text
+    starts = [0]
+    for line in io.StringIO(text):
+        starts.append(starts[-1] + len(line))
+    inside = [False] * len(text)
+    for token in tokens:
+        if token.type == tokenize.COMMENT:
+            return False
+        if token.type == tokenize.STRING:
+            begin = starts[token.start[0] - 1] + token.start[1]
+            end = starts[token.end[0] - 1] + token.end[1]
+            inside[begin:end] = [True] * (end - begin)
+    return all(inside[i] for i, char in enumerate(text) if char == "\\")
+
+
 def short(text: str, limit: int = 40) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[:limit - 3] + "..."
@@ -120,10 +142,13 @@ def read_word(text: str) -> tuple[bool, object]:
     limits; ``(False, None)`` when it is no expression of literals (``Hello``, ``hello-world``,
     ``eval(1)``: the caller may take it as a string). Raises ``LiteralRefused`` for literal text
     that passes a limit (``[[[...]]]`` 3,000 deep, a 5,000-digit int) and for an expression made
-    of literals alone (``10**400``, ``2+3``), which is computed by nobody and meant as no string."""
+    of literals alone (``10**400``, ``2+3``), which is computed by nobody and meant as no string.
+    Text Python would not read whole (``1 # c``, ``\\d+``: see ``reads_as_written``) is no literal."""
     problem = text_problem(text)
     if problem is not None:
         raise LiteralRefused(f"{short(text)} {problem}")
+    if not reads_as_written(text):
+        return False, None
     try:
         node = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError):

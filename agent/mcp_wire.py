@@ -3,7 +3,8 @@
 The SDK's ``stdio_server`` reads lines of any length and hands a line it cannot validate to the
 session as an exception, which logs it and answers nothing: the client waits forever. Here each
 line is read with a bound (``MAX_LINE_BYTES``), parsed with bounds (ints of at most 4,300 digits,
-``MAX_JSON_DEPTH`` levels, finite numbers) and its envelope checked per JSON-RPC 2.0; a bad one
+``MAX_JSON_DEPTH`` levels, at most ``MAX_JSON_VALUES`` values, finite numbers) and its envelope
+checked per JSON-RPC 2.0, in a worker thread (the event loop stays free); a bad one
 is answered at once on the SDK's own write stream (-32700 parse error, -32600 invalid request,
 -32602 invalid params, with a short reason; id null when its id cannot be read), a good one is
 passed on to the SDK, which does the protocol (-32601 for an unknown method is the SDK's).
@@ -22,12 +23,19 @@ from agent.literals import MAX_INT_DIGITS, digits_problem
 
 MAX_LINE_BYTES = 1024 * 1024  # ten times what a call's arguments may be (100,000 characters), escapes and all
 MAX_JSON_DEPTH = 128  # well inside the SDK's JSON parser (it stops at 200) and Python's json
+# A call's arguments are at most 100,000 characters as Python literals (agent.literals.MAX_CHARS),
+# and a value takes two or more there ("0, ", "[], "): a message with more values than this holds
+# no call that could run, and validating one (pydantic here, then the SDK) takes seconds, with
+# every message behind it waiting.
+MAX_JSON_VALUES = 60_000
 MAX_REASON_CHARS = 200
 PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
 
 # A JSON string (skipped whole; an unclosed one runs to the end, so no rescan from each quote)
 # or a bracket: where the brackets are, for a message too deep to parse.
 _JSON_PIECE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.S)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_SPACE = re.compile(rb"[ \t\r\n]+")
 MAX_PIECES = 500_000  # strings and brackets walked to find the id of a message too deep (else null)
 MAX_WALK = 200_000  # values walked to say where a number that cannot be read is
 
@@ -68,6 +76,16 @@ def _read(text: str) -> tuple[Any, _Unreadable | None]:
 
     value = json.loads(text, parse_int=parse_int, parse_constant=_constant)
     return value, (found[0] if found else None)
+
+
+def values_in(line: bytes) -> int:
+    """How many values (an object's keys not counted) the JSON text ``line`` holds, counted at C
+    speed from its text: a non-empty array or object of n items has n - 1 commas, and strings
+    (commas and brackets in them too) are taken out first. Exact for valid JSON."""
+    bare = _SPACE.sub(b"", _JSON_STRING.sub(b'""', line))
+    opened = bare.count(b"[") + bare.count(b"{")
+    empty = bare.count(b"[]") + bare.count(b"{}")
+    return 1 + bare.count(b",") + opened - empty
 
 
 def depth_of(value: Any) -> int:
@@ -168,8 +186,9 @@ def screen(line: bytes | None) -> Verdict:
     except (ValueError, RecursionError) as err:
         why = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else str(err)
         return _answer(None, PARSE_ERROR, f"parse error: {why}")
-    if not deep and line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH:  # else it cannot be too deep
-        deep = depth_of(message)
+    values = values_in(line)
+    if not deep and values <= MAX_JSON_VALUES and line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH:
+        deep = depth_of(message)  # else it cannot be too deep (or is refused for its size)
     if isinstance(message, list):
         return _answer(None, INVALID_REQUEST, "invalid request: a batch (JSON array); MCP takes one message a line"
                        if message else "invalid request: an empty batch")
@@ -187,7 +206,7 @@ def screen(line: bytes | None) -> Verdict:
         return fail(INVALID_REQUEST, 'invalid request: jsonrpc must be "2.0"')
     if "method" not in message:
         if has_id and ("result" in message or "error" in message):  # a response to the server
-            if deep > MAX_JSON_DEPTH or unreadable is not None:
+            if deep > MAX_JSON_DEPTH or unreadable is not None or values > MAX_JSON_VALUES:
                 return Verdict(note="response ignored: past the limits")
             return _validated(message, fail)
         return fail(INVALID_REQUEST, "invalid request: no method (a string)")
@@ -198,6 +217,9 @@ def screen(line: bytes | None) -> Verdict:
     if deep > MAX_JSON_DEPTH:
         return fail(INVALID_PARAMS, f"invalid params: the message is nested {deep:,} deep "
                                     f"(at most {MAX_JSON_DEPTH})")
+    if values > MAX_JSON_VALUES:
+        return fail(INVALID_PARAMS, f"invalid params: the message holds {values:,} JSON values "
+                                    f"(at most {MAX_JSON_VALUES:,})")
     if unreadable is not None:
         where = _where(message, unreadable)
         return fail(INVALID_PARAMS, f"invalid params: {where + ': ' if where else ''}{unreadable.reason}")
@@ -239,6 +261,12 @@ def _validated(message: dict[str, Any], fail: Callable[[int, str], Verdict]) -> 
     return Verdict(message=text)
 
 
+def read_and_screen(stream: BinaryIO) -> Verdict | EOFError:
+    """The next line, judged (``read_line``, then ``screen``): both off the event loop."""
+    line = read_line(stream)
+    return line if isinstance(line, EOFError) else screen(line)
+
+
 def read_line(stream: BinaryIO) -> bytes | None | EOFError:
     """The next line, at most ``MAX_LINE_BYTES`` read into memory: None for a longer one (the rest
     of it is read and dropped), ``EOFError()`` at the end of the stream."""
@@ -270,10 +298,9 @@ class ScreenedLines:
         import anyio
 
         while True:
-            line = await anyio.to_thread.run_sync(read_line, self.stream, abandon_on_cancel=True)
-            if isinstance(line, EOFError):
+            verdict = await anyio.to_thread.run_sync(read_and_screen, self.stream, abandon_on_cancel=True)
+            if isinstance(verdict, EOFError):
                 raise StopAsyncIteration
-            verdict = screen(line)
             if verdict.message is not None:
                 return verdict.message
             if verdict.error is not None:

@@ -41,7 +41,7 @@ from agent.checks import AUTOMATIC_MARK, Observed, describe_evidence
 from agent.core import AutonomousAgent, DirectiveResult
 from agent.errors import AgentError, disk_full, no_space
 from agent.library import skill_document
-from agent.literals import LiteralRefused, read_word, text_problem
+from agent.literals import LiteralRefused, read_word, reads_as_written, short, text_problem
 from agent.nodes import Event
 from agent.rank import rank
 from agent.signals import Terminated
@@ -761,20 +761,36 @@ KEYWORD_TOKEN = re.compile(r"([A-Za-z_]\w*)=(.*)", re.S)
 
 
 def _call_arguments(text: str) -> tuple[tuple, dict] | None:
-    """The arguments of ``f(<text>)`` when it parses as a call whose arguments are all literals."""
+    """The arguments of ``f(<text>)`` when it parses as a call whose arguments are all literals;
+    None when it does not parse, or names something (``hello-world``, ``eval(1)``: words, then).
+    Raises ``LiteralRefused`` for Python that is neither: an expression of literals alone
+    (``1 if 1 else 2``, ``f"x"``, ``10**400``) or unpacking (``**{"a": 1}``), which would
+    otherwise be split into words and passed on as something else."""
+    if not reads_as_written(text):  # a comment or a backslash Python would drop: words, as written
+        return None
+    source = f"f({text}\n)"
     try:
-        node = ast.parse(f"f({text}\n)", mode="eval").body
+        node = ast.parse(source, mode="eval").body
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) \
-            or any(isinstance(a, ast.Starred) for a in node.args) \
-            or any(k.arg is None for k in node.keywords):
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
         return None
-    try:
-        return (tuple(ast.literal_eval(a) for a in node.args),
-                {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg is not None})
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+    values = [*node.args, *(k.value for k in node.keywords)]
+    if any(isinstance(part, ast.Name | ast.Attribute) for value in values for part in ast.walk(value)):
         return None
+    for value in values:
+        unpacked = isinstance(value, ast.Starred) or any(k.value is value and k.arg is None for k in node.keywords)
+        written = short(ast.get_source_segment(source, value) or text)
+        if unpacked:  # a Starred's text holds its *, a keyword's value not its **
+            raise LiteralRefused(f"{'' if isinstance(value, ast.Starred) else '**'}{written}: "
+                                 "unpacking is not taken: write the arguments themselves")
+        try:
+            ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise LiteralRefused(f"{written} is an expression, not a literal: write its value "
+                                 "(or quote it to pass a string)") from None
+    return (tuple(ast.literal_eval(a) for a in node.args),
+            {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg is not None})
 
 
 def _with_commas(text: str) -> str | None:
@@ -800,27 +816,73 @@ def _with_commas(text: str) -> str | None:
     return "".join(pieces)
 
 
-def _token_value(token: str, typed: set[str]) -> object:
-    """A shell-like token as a literal when it is one (``3``, ``[1]``, ``None``), else as a string
-    (``Hello``). A token typed as it is (not quoted: among ``typed``, the line's raw words) past a
-    limit, or an expression of literals (``10**400``), raises ``LiteralRefused``; quoted, it is a
-    string."""
-    try:
-        literal, value = read_word(token)
-    except LiteralRefused:
-        if token in typed:
-            raise
-        return token
-    return value if literal else token
+_QUOTES = "'\""
+_PAIRS = {"(": ")", "[": "]", "{": "}"}
+
+
+def _words(text: str, brackets: bool = True) -> list[str]:
+    """``text`` split at whitespace outside quotes and brackets, each word as written: a quote
+    runs to the same quote not escaped by a backslash (as in Python); outside quotes a backslash
+    is a character like any other, and so is a closing bracket nothing opened. A bracket that
+    never closes is a character too: the rest is split at whitespace alone. Raises AgentError
+    for an unclosed quote."""
+    words: list[str] = []
+    word: list[str] = []
+    closing: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char in _QUOTES:
+            end = index + 1
+            while end < len(text) and text[end] != char:
+                end += 2 if text[end] == "\\" else 1
+            if end >= len(text):
+                raise AgentError(f"no closing quotation: {RUN_USAGE}")
+            word.append(text[index:end + 1])
+            index = end + 1
+            continue
+        if brackets and char in _PAIRS:
+            closing.append(_PAIRS[char])
+        elif closing and char == closing[-1]:
+            closing.pop()
+        elif char.isspace() and not closing:
+            if word:
+                words.append("".join(word))
+                word = []
+            index += 1
+            continue
+        word.append(char)
+        index += 1
+    if closing:  # a bracket never closed: in the word it opened, brackets are no brackets
+        return [*words, *_words("".join(word), brackets=False)]
+    if word:
+        words.append("".join(word))
+    return words
+
+
+def _word_value(word: str) -> object:
+    """A word as a literal when it is one (``3``, ``[1, 2]``, ``'a b'``, ``None``), else, when it
+    holds no quote, as the string it is (``Hello``, ``C:\\Users``, ``\\d+``). Raises
+    ``LiteralRefused`` for a word past a limit, an expression of literals (``10**400``), and a word
+    with quotes that is no literal (``a"b"c``, ``"C:\\Users"``), which no reading keeps as written."""
+    literal, value = read_word(word)
+    if literal:
+        return value
+    if any(quote in word for quote in _QUOTES):
+        raise LiteralRefused(f"{short(word)} has quotes but is not a Python literal: quote the whole value "
+                             "as a Python string, or write it without quotes")
+    return word
 
 
 def parse_run(argument: str) -> tuple[str, tuple, dict]:
     """``:run``'s argument as (skill, args, kwargs). The arguments are read as Python call
     arguments (``add(2, 3)``, ``add 2, 3``, ``f [1, 2] key='x'``, ``add 2 3``), else split
-    shell-like with each token a literal if it is one, else a string (``slugify Hello``).
-    Raises AgentError (the usage line) for a line that is none of these, and ``LiteralRefused``
-    (one line naming the limit) for an argument past one of ``agent.literals``' limits or an
-    unquoted expression of literals (``10**400``): neither is ever passed on as a string."""
+    into words (see ``_words``), each a literal if it is one, else, when it holds no quote, the
+    string it is (``slugify Hello``, ``f C:\\Users``). A value is kept as written or refused:
+    raises AgentError (the usage line) for a line that is none of these, and ``LiteralRefused``
+    (one line) for an argument past one of ``agent.literals``' limits, an unquoted expression of
+    literals (``10**400``, ``1 if 1 else 2``), unpacking (``**{"a": 1}``), or a word with quotes
+    that is no literal (``a"b"c``): none is ever passed on as something else."""
     match = SKILL_CALL.fullmatch(argument.strip())
     if not match:
         raise AgentError(RUN_USAGE)
@@ -848,21 +910,16 @@ def parse_run(argument: str) -> tuple[str, tuple, dict]:
         found = _call_arguments(rest)
     if found is not None:
         return name, *found
-    try:
-        tokens = shlex.split(rest)
-    except ValueError as err:  # an unclosed quote
-        raise AgentError(f"{str(err).lower()}: {RUN_USAGE}") from None
     args: list[object] = []
     kwargs: dict[str, object] = {}
-    typed = {part for word in rest.split() for part in (word, word.partition("=")[2])}
-    for token in tokens:
-        keyword_token = KEYWORD_TOKEN.fullmatch(token)
-        if keyword_token:
-            kwargs[keyword_token.group(1)] = _token_value(keyword_token.group(2), typed)
+    for word in _words(rest):
+        keyword_word = KEYWORD_TOKEN.fullmatch(word)
+        if keyword_word:
+            kwargs[keyword_word.group(1)] = _word_value(keyword_word.group(2))
         elif kwargs:
-            raise AgentError(f"positional argument {token[:40]!r} after a keyword argument: {RUN_USAGE}")
+            raise AgentError(f"positional argument {word[:40]!r} after a keyword argument: {RUN_USAGE}")
         else:
-            args.append(_token_value(token, typed))
+            args.append(_word_value(word))
     return name, tuple(args), kwargs
 
 

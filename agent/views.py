@@ -108,8 +108,8 @@ def version_label(skill: dict) -> str:
 
 def skills_table(skills: Sequence[dict], width: int | None = None) -> StyleAndTextTuples:
     """The ``:skills`` table, in the order given: status coloured, long text cut to its column.
-    Within ``width`` columns when it can be: the description is cut first, then the signature,
-    each to no less than its ``SHRINKS`` minimum (a cut ends in "…"); the evidence stays whole."""
+    Within ``width`` columns (of display; 20 or more): ``fit`` cuts and drops columns in the
+    order of ``FITTING``; a cut ends in "…"."""
     evidence_text: dict[tuple[int, ...], str] = {}  # thousands of skills share a few evidence counts
 
     def evidence(counts: dict | None) -> str:
@@ -130,27 +130,65 @@ def skills_table(skills: Sequence[dict], width: int | None = None) -> StyleAndTe
                [evidence(s.get("evidence")) for s in skills],
                [stamp(s.get("last_tested")) for s in skills],
                [cut(s.get("description"), DESCRIPTION_CHARS) for s in skills]]
-    header = ("name", "status", "version", "signature", "evidence", "last tested", "description")
+    header = ["name", "status", "version", "signature", "evidence", "last tested", "description"]
     if width is not None:
-        fit(columns, header, width)
+        columns, header = fit(columns, header, width)
     return table(columns, {1: list(map(status_style, statuses))}, header=header)
 
 
-SHRINKS = ((6, 12), (3, 24))  # (column, least characters): what :skills cuts to fit, in order
+NAME, STATUS, VERSION, SIGNATURE, EVIDENCE, LAST_TESTED, DESCRIPTION = range(7)
+# What :skills does, in order, until its rows fit: (column, least characters) cuts it to no less
+# than that, (column, 0) drops it. Free text goes first, cut, for :show has all of it: the
+# description, then the signature (24 still shows most of the parameters), then the evidence (18
+# still shows its first count). Then whole columns, the least use for choosing and calling a skill
+# first: when it was last tested, its version (:versions), its evidence, its description (the
+# name says what it does, the signature how to call it); then the signature, cut, then dropped.
+# The name and status stay: the status cut to 7 ("damaged", "working" stay whole), and last the
+# name, which :run needs whole.
+FITTING = ((DESCRIPTION, 12), (SIGNATURE, 24), (EVIDENCE, 18), (LAST_TESTED, 0), (VERSION, 0), (EVIDENCE, 0),
+           (DESCRIPTION, 0), (SIGNATURE, 12), (SIGNATURE, 0), (STATUS, 7), (NAME, 4))
 
 
-def fit(columns: list[list[str]], header: Sequence[str], width: int) -> None:
-    """Cut the cells of the ``SHRINKS`` columns (in place, ending in "…") until a row of
-    ``table`` fits in ``width`` characters, or they are at their minimum."""
-    widths = [max(len(title), max(map(len, column), default=0)) for title, column in zip(header, columns, strict=True)]
-    over = sum(widths) + 2 * (len(widths) - 1) - width
-    for index, least in SHRINKS:
-        if over <= 0:
-            return
-        room = max(least, widths[index] - over)
+def _display(cell: str) -> int:
+    return len(cell) if cell.isascii() else get_cwidth(cell)
+
+
+def _cut(cell: str, room: int) -> str:
+    """``cell`` in at most ``room`` columns of display (a cut ends in "…")."""
+    if _display(cell) <= room:
+        return cell
+    kept, used = [], 1
+    for char in cell:
+        used += get_cwidth(char)
+        if used > room:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
+
+
+def fit(columns: list[list[str]], header: Sequence[str], width: int) -> tuple[list[list[str]], list[str]]:
+    """The columns and header of ``table`` so that no row is wider than ``width``: the steps of
+    ``FITTING`` taken in order, each only as far as needed, until the rows fit."""
+    kept: dict[int, tuple[list[str], str]] = dict(enumerate(zip(columns, header, strict=True)))
+    widths = {i: max(_display(title), max(map(_display, cells), default=0)) for i, (cells, title) in kept.items()}
+
+    def over() -> int:
+        return sum(widths.values()) + 2 * (len(widths) - 1) - width
+
+    for index, least in FITTING:
+        if over() <= 0:
+            break
+        if index not in kept:
+            continue
+        if not least:
+            del kept[index], widths[index]
+            continue
+        room = max(least, widths[index] - over())
         if room < widths[index]:
-            columns[index] = [cell if len(cell) <= room else cell[:room - 1] + "…" for cell in columns[index]]
-            over -= widths[index] - room
+            cells, title = kept[index]
+            kept[index] = ([_cut(cell, room) for cell in cells], _cut(title, room))
+            widths[index] = room
+    return [cells for cells, _ in kept.values()], [title for _, title in kept.values()]
 
 
 def two_columns(rows: Sequence[tuple[str, str]], width: int, indent: str = "  ") -> str:

@@ -239,6 +239,20 @@ def test_a_tier_two_need_is_asked_then_granted_or_denied(workspace):
     ("f " + "9" * 4300, ("f", (10 ** 4300 - 1,), {})),  # the digits limit itself
     ('f "10**400" hello-world', ("f", ("10**400", "hello-world"), {})),  # quoted, or plain words: strings
     ('f "' + "[" * 300 + '"', ("f", ("[" * 300,), {})),
+    # kept exactly as written: backslashes in plain words, a '#', brackets with spaces, quoted words
+    (r"f \d+ a1b22", ("f", (r"\d+", "a1b22"), {})),
+    (r"f C:\Users\me", ("f", (r"C:\Users\me",), {})),
+    (r"f \n", ("f", (r"\n",), {})),
+    ("f 1 \\", ("f", (1, "\\"), {})),
+    ("f 1 # c", ("f", (1, "#", "c"), {})),
+    ("f 1#c", ("f", ("1#c",), {})),
+    ("f [1, 2] hello-world", ("f", ([1, 2], "hello-world"), {})),
+    ('f [1, "a b"] x=(1, 2) y="c d"', ("f", ([1, "a b"],), {"x": (1, 2), "y": "c d"})),
+    ('f "3" hello-world', ("f", ("3", "hello-world"), {})),  # quoted is a string on either path
+    ('f "x=1" y', ("f", ("x=1", "y"), {})),  # a quoted word is no keyword
+    (r'f "a\nb" hello-world', ("f", ("a\nb", "hello-world"), {})),  # Python's escapes, as on the call path
+    ("f :) x", ("f", (":)", "x"), {})),
+    ("f (hi there", ("f", ("(hi", "there"), {})),
 ], ids=lambda row: row[:40] if isinstance(row, str) else "")
 def test_run_reads_arguments_as_python_call_arguments_or_shell_words(line, expected):
     assert parse_run(line) == expected
@@ -269,8 +283,18 @@ def test_a_bad_run_line_is_one_usage_line(line, message):
     ("f " + "[" * 200 + "]" * 200, "an argument is nested 200 deep (at most 100)"),
     ("f(" + "[" * 200 + "]" * 200 + ")", "an argument is nested 200 deep (at most 100)"),
     ("f " + "[" * 3000, "an argument is nested 3,000 deep (at most 100)"),  # unclosed, still no string
+    ("f 1 if 1 else 2", "1 if 1 else 2 is an expression, not a literal"),
+    ("f 1 + 2", "1 + 2 is an expression, not a literal"),
+    ("f not True", "not True is an expression, not a literal"),
+    ('f f"x"', 'f"x" is an expression, not a literal'),
+    ('f **{"a":1}', '**{"a":1}: unpacking is not taken: write the arguments themselves'),
+    ("f *[1]", "*[1]: unpacking is not taken"),
+    ('f a"b"c', 'a"b"c has quotes but is not a Python literal'),
+    (r'f "C:\Users\me"', r'"C:\Users\me" has quotes but is not a Python literal'),
+    ("f(1, # c)", "f(1, # c) is not a call with Python literal arguments"),
 ], ids=["10**400", "2+3", "keyword-10**400", "int-5000-digits", "call-int-5000-digits", "nested-3000", "nested-200",
-        "call-nested-200", "unclosed-3000"])
+        "call-nested-200", "unclosed-3000", "if-else", "1+2", "not", "f-string", "double-star", "star",
+        "quotes-inside", "quoted-bad-escape", "call-comment"])
 def test_run_refuses_in_one_line_what_it_would_otherwise_change(line, message):
     """Each of these was passed on as a string (or cut short) before: now refused, naming the limit."""
     with pytest.raises(AgentError) as caught:
@@ -504,7 +528,8 @@ class RawServer:
 
     def answers_to(self, line: bytes) -> list[dict]:
         """What the server answers ``line`` with, up to its answer to a ping sent right after it (a
-        line answers before the next is read, so a line with no answer shows as none)."""
+        line is screened before the next is read, so a line with no answer shows as none; a tool
+        call, though, runs beside the ping, and its answer may come after the ping's)."""
         self.send(line)
         ping = f"ping-{next(self.pings)}"
         self.send(json.dumps({"jsonrpc": "2.0", "id": ping, "method": "ping"}))
@@ -583,6 +608,8 @@ RAW_ROWS = {
                                  + b"1" * 5000 + b"}}", None),
     "empty-line": (b"", None),
     "good-request": (request("{}", method="ping"), ("result", None, 7, None)),
+    "300000-values": (request('{"a": [' + ",".join(["[]"] * 300_000) + "]}", method="ping"),  # 900 KB, valid
+                      error(-32602, 7, "invalid params: the message holds 300,006 JSON values (at most 60,000)")),
 }
 
 
@@ -590,6 +617,8 @@ RAW_ROWS = {
 def test_mcp_answers_every_raw_line_by_json_rpc(raw_server, row):
     line, expected = RAW_ROWS[row]
     answers = raw_server.answers_to(line)
+    if expected is not None and expected[0] == "result" and not answers:
+        answers = [raw_server.reply()]  # a tool call runs in a thread beside the ping: its answer may come after
     if expected is None:  # a notification (or no message): no answer, per JSON-RPC
         assert answers == []
         return
@@ -676,7 +705,15 @@ def test_mcp_answers_every_call_of_the_sdk_client(sdk_answers, served, row):
     (b'{"jsonrpc": "2.0", "id": 5, "method": "x", "params": {"a": [1, {"b": [' + b"9" * 4301 + b"]}]}}", False,
      (-32602, 5, "invalid params: params.a[1].b[0]: an int of 4,301 digits (at most 4,300)")),
     (None, False, (-32600, None, "message longer than 1,048,576 bytes")),
-], ids=["response", "request", "response-5000-digits", "deep-and-many-strings", "where", "too-long"])
+    (b'{"jsonrpc": "2.0", "id": 5, "method": "x", "params": {"a": [' + b", ".join([b"[]"] * 59_994) + b"]}}",
+     True, None),  # 60,000 values: the limit itself
+    (b'{"jsonrpc": "2.0", "id": 5, "method": "x", "params": {"a": [' + b", ".join([b"{}"] * 59_995) + b"]}}",
+     False, (-32602, 5, "invalid params: the message holds 60,001 JSON values (at most 60,000)")),
+    (b'{"jsonrpc": "2.0", "id": 5, "method": "x", "params": {"a": "' + b"[], " * 100_000 + b'"}}', True, None),
+    (b'{"jsonrpc": "2.0", "id": 5, "result": {"a": [' + b",".join([b"1"] * 70_000) + b"]}}", False, None),
+    (b'{"jsonrpc": "2.0", "method": "x", "params": {"a": [' + b",".join([b"1"] * 70_000) + b"]}}", False, None),
+], ids=["response", "request", "response-5000-digits", "deep-and-many-strings", "where", "too-long", "60000-values",
+        "60001-values", "commas-in-a-string", "response-70000-values", "notification-70000-values"])
 def test_mcp_screens_a_line_within_bounds(line, passed, error):
     from agent.mcp_wire import screen
 
@@ -687,3 +724,19 @@ def test_mcp_screens_a_line_within_bounds(line, passed, error):
     else:
         assert (verdict.error["code"], verdict.error["id"]) == error[:2]
         assert verdict.error["message"].startswith(error[2])
+
+
+def walked(value) -> int:
+    """The values in a parsed JSON value, counted by walking it (keys not counted)."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return 1 + sum(walked(item) for item in items)
+
+
+@pytest.mark.parametrize("text", [
+    '1', '"a,b[{"', '[]', '{}', '[[], {}, [1, [2, 3]]]', '{"a": {"b": [], "c": {}}, "d": "x\\",y"}',
+    ' [ [ ] , { } , "}" ] ', '{"": [1,2,3], "[": {"]": null}}', '["\\u005b", "\\\\", "\\\\\\""]',
+])
+def test_the_wire_counts_a_messages_values_from_its_text(text):
+    from agent.mcp_wire import values_in
+
+    assert values_in(text.encode()) == walked(json.loads(text))

@@ -14,6 +14,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output.color_depth import ColorDepth
 from prompt_toolkit.output.plain_text import PlainTextOutput
 from prompt_toolkit.output.vt100 import Vt100_Output
+from prompt_toolkit.utils import get_cwidth
 
 from agent.core import AutonomousAgent
 from agent.library import SkillLibrary, skill_document
@@ -117,6 +118,47 @@ def test_skills_fits_the_width(agent, monkeypatch, columns, cut):
     if cut:
         assert max(len(row) for row in [header, *rows]) <= width or len(signature) == 24
         assert all(len(row[header.index("description"):]) >= 12 for row in rows)
+
+
+TITLES = ("name", "status", "version", "signature", "evidence", "last tested", "description")
+
+
+@pytest.mark.parametrize("columns, shown", [
+    (None, ("name", "status", "version", "signature", "evidence", "description")),  # a pipe: 100
+    ("100", ("name", "status", "version", "signature", "evidence", "description")),
+    ("60", ("name", "status", "signature")),
+    ("40", ("name", "status")),
+    ("20", ("name", "status")),  # the least width a terminal is taken to have
+])
+def test_every_skills_row_fits_the_width(agent, workspace, monkeypatch, columns, shown):
+    """The evidence is cut, then "last tested", the version, the evidence and the description are
+    dropped, then the signature: every row fits, and a damaged skill still says so."""
+    if columns:
+        monkeypatch.setenv("COLUMNS", columns)
+    width = int(columns or 100)
+    agent.memory.upsert_skill("csv_rows", last_tested="2026-12-01T15:34:00+00:00",
+                              evidence=dict(EVIDENCE, plan_tests=2))  # "1 user example · 2 plan tests · 50 ..."
+    (workspace / "skills" / "add_numbers.py").write_text("def add_numbers(a, b):\n    return a - b\n")  # damaged
+    out = run(agent, ":skills")
+    header, *rows = rows_of(out)
+    rows = [row for row in rows if not row.startswith("error:")]
+    assert [title for title in TITLES if title in header] == list(shown)
+    assert max(len(line) for line in [header, *rows]) <= width, [header, *rows]
+    assert [row.split()[:2] for row in rows][0] == ["add_numbers", "damaged"]
+    assert "error: add_numbers is damaged:" in out
+    if "evidence" in shown:
+        csv = next(row for row in rows if row.startswith("csv_rows "))
+        assert csv[header.index("evidence"):].startswith("1 user example · …  ")  # cut to 18
+
+
+@pytest.mark.parametrize("width", [100, 60, 20])
+def test_skills_rows_fit_by_display_width(width):
+    """A wide character takes two columns: a description of them is cut by its display."""
+    skills = [{"name": "kanji", "status": "working", "signature": "kanji(text: str) -> str",
+               "description": "漢字" * 40, "last_tested": None}]
+    lines = plain(skills_table(skills, width)).splitlines()
+    assert max(get_cwidth(line) for line in lines) <= width, lines
+    assert lines[1].startswith("kanji  working")
 
 
 def test_skills_query_ranks_every_status_best_first(agent):
