@@ -366,7 +366,10 @@ def test_memory_limit_holds_for_the_whole_tree(box: Sandbox, workspace: Path) ->
         done.set()
         sampler.join()
     drop = before - lowest[0]
-    assert drop < box.limits.memory + (300 << 20), f"host memory fell by {drop >> 20} MiB"
+    # MemAvailable is the whole machine's: anything else running moves it (a full suite's run fell by
+    # up to 1.33 GiB here, alone 0.5-0.8 GiB). Without the cgroup the tree takes 3.6 GiB, so a margin
+    # of one more limit still tells a limit that holds from one that does not.
+    assert drop < 2 * box.limits.memory, f"host memory fell by {drop >> 20} MiB"
     assert "memory limit" in res.stderr or res.returncode != 0, res.stderr
 
 
