@@ -29,7 +29,7 @@ from typing import Any
 
 from agent import faults
 from agent.errors import AgentError, UnsafePath
-from agent.library import KEPT_FILE, SkillLibrary, digest
+from agent.library import SkillLibrary, digest
 from agent.memory import Memory, now
 from agent.memory.files import fsync_dir, try_lock, unlock
 from safety.paths import SKILL_NAME
@@ -89,19 +89,24 @@ def hashes(code: str, tests: str) -> dict[str, str]:
     return {"code": digest(code), "tests": digest(tests)}
 
 
+def _problem(record: dict[str, Any], found: tuple[str | None, str | None]) -> str | None:
+    """Why a kept version's files, given as their digests (None: gone), are not what its record
+    keeps; None when they are (or the record predates hashes)."""
+    sha = record.get("sha256") or {}
+    for path, got, key in ((record["path"], found[0], "code"), (record["test_path"], found[1], "tests")):
+        if got is None:
+            return f"v{record['version']}'s kept file {path} is missing"
+        if sha.get(key) and got != sha[key]:
+            return f"v{record['version']}'s kept file {path} is damaged (it does not match its recorded hash)"
+    return None
+
+
 def kept_files(library: SkillLibrary, name: str, record: dict[str, Any]) -> tuple[str, str] | str:
     """A kept version's module and tests, verified against the hashes its record keeps; or one
     line saying why they cannot be used (gone, or not what was kept)."""
-    number = record["version"]
     code, tests = library.kept(name, record["path"]), library.kept(name, record["test_path"])
-    if code is None or tests is None:
-        missing = record["path"] if code is None else record["test_path"]
-        return f"v{number}'s kept file {missing} is missing"
-    sha = record.get("sha256")
-    if sha and (digest(code), digest(tests)) != (sha["code"], sha["tests"]):
-        wrong = record["path"] if digest(code) != sha["code"] else record["test_path"]
-        return f"v{number}'s kept file {wrong} is damaged (it does not match its recorded hash)"
-    return code, tests
+    problem = _problem(record, (None if code is None else digest(code), None if tests is None else digest(tests)))
+    return problem or (code, tests)  # type: ignore[return-value]
 
 
 def damage(library: SkillLibrary, name: str, skill: dict[str, Any] | None) -> str | None:
@@ -112,19 +117,12 @@ def damage(library: SkillLibrary, name: str, skill: dict[str, Any] | None) -> st
     if record is None:
         return None
     number = record["version"]
-    kept = library.digest_of(record["path"]), library.digest_of(record["test_path"])
-    sha = record.get("sha256")
-    problem = None
-    for path, found, want in ((record["path"], kept[0], sha and sha["code"]),
-                              (record["test_path"], kept[1], sha and sha["tests"])):
-        if found is None or not KEPT_FILE.fullmatch(path) or path.split("/")[1] != name:
-            problem = f"v{number}'s kept file {path} is missing"
-        elif want and found != want:
-            problem = f"v{number}'s kept file {path} is damaged (it does not match its recorded hash)"
-        if problem:
-            others = [v["version"] for v in skill["versions"] if v is not record]  # type: ignore[index]
-            repair = f":rollback {name} {others[-1]} or :forget {name}" if others else f":forget {name}"
-            return f"{problem}; repair with {repair}"
+    kept = library.kept_digest(name, record["path"]), library.kept_digest(name, record["test_path"])
+    problem = _problem(record, kept)
+    if problem:
+        others = [v["version"] for v in skill["versions"] if v is not record]  # type: ignore[index]
+        repair = f":rollback {name} {others[-1]} or :forget {name}" if others else f":forget {name}"
+        return f"{problem}; repair with {repair}"
     for live, want in ((library.module_path(name), kept[0]), (library.test_path(name), kept[1])):
         if library.digest_of(live) != want:
             return (f"{live} is not v{number}'s kept file (damaged or changed by hand); "
@@ -142,7 +140,7 @@ def reconcile(memory: Memory, library: SkillLibrary, name: str) -> list[str]:
     named = {r["path"] for r in records} | {r["test_path"] for r in records}
     stray = [path for path in library.kept_names(name) if path not in named]
     for path in stray:
-        library.discard(path)
+        library.unlink(path)
     if stray:
         done.append(f"removed {len(stray)} kept file{'s' if len(stray) > 1 else ''} no version names")
     record = current(skill)

@@ -136,7 +136,7 @@ class SkillLibrary:
         """Write the module and its tests into ``skills/`` (the current version's copy); returns
         the module's absolute path."""
         for relative in (self.module_path(name), self.test_path(name)):
-            target = resolve_inside(self.workspace, relative.rpartition("/")[0]) / relative.rpartition("/")[2]
+            target = self._entry(relative)
             if target.is_dir() and not target.is_symlink():  # a folder in a file's place: nothing to keep
                 self.unlink(relative)
         faults.step(f"write {self.module_path(name)}")
@@ -150,23 +150,37 @@ class SkillLibrary:
         faults.step(f"write {relative}")
         safe_write_text(self.workspace, relative, text, durable=True)
 
+    def _entry(self, relative: str) -> Path:
+        """The path of a library entry, its folder resolved inside the workspace and the entry
+        itself not (a link is the link, never what it names)."""
+        folder, _, base = relative.rpartition("/")
+        return resolve_inside(self.workspace, folder) / base
+
+    @staticmethod
+    def _kept_path(name: str, relative: str) -> bool:
+        """Whether ``relative`` (a path read from memory) is one of ``name``'s kept files."""
+        return KEPT_FILE.fullmatch(relative) is not None and relative.split("/")[1] == validate_skill_name(name)
+
     def kept(self, name: str, relative: str) -> str | None:
         """A file kept under ``versions/<name>/`` (a path read from memory, checked here), or None
         when it is gone or the path is not one of that skill's kept files."""
-        if not KEPT_FILE.fullmatch(relative) or relative.split("/")[1] != validate_skill_name(name):
+        if not self._kept_path(name, relative):
             return None
         try:
             return self._read(relative)
         except (UnsafePath, OSError):
             return None
 
+    def kept_digest(self, name: str, relative: str) -> str | None:
+        """``kept``'s file as its digest (see ``digest_of``)."""
+        return self.digest_of(relative) if self._kept_path(name, relative) else None
+
     def digest_of(self, relative: str) -> str | None:
         """The SHA-256 of a library file's text (None when it is gone or not a plain file), cached
         while the file's identity (inode, size, mtime, ctime) is unchanged: :skills checks every
         skill's files."""
         try:
-            path = resolve_inside(self.workspace, relative.rpartition("/")[0]) / relative.rpartition("/")[2]
-            st = os.lstat(path)
+            st = os.lstat(self._entry(relative))
         except (OSError, UnsafePath):
             return None
         key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -186,9 +200,9 @@ class SkillLibrary:
         return sorted(f"versions/{name}/{entry.name}" for entry in os.scandir(folder))
 
     def unlink(self, relative: str) -> bool:
-        """Remove one file of the library (a link is removed, never followed); whether there was one."""
-        folder, _, base = relative.rpartition("/")
-        path = resolve_inside(self.workspace, folder) / base  # the link itself, not what it names
+        """Remove one entry of the library (a file, a link, never followed, or a folder); whether
+        there was one."""
+        path = self._entry(relative)
         if not (path.exists() or path.is_symlink()):
             return False
         faults.step(f"remove {relative}")
@@ -198,26 +212,11 @@ class SkillLibrary:
             path.unlink()
         return True
 
-    def discard(self, relative: str) -> None:
-        """Remove an entry under ``versions/<name>/`` that no record names (file, link or folder)."""
-        folder, _, base = relative.rpartition("/")
-        path = resolve_inside(self.workspace, folder) / base
-        faults.step(f"remove {relative}")
-        if path.is_dir() and not path.is_symlink():
-            safe_rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-
     def remove(self, name: str) -> bool:
         """Delete a skill's files: the module, its tests and every kept version; whether any was there."""
         found = False
-        for relative in (self.module_path(name), self.test_path(name)):
+        for relative in (self.module_path(name), self.test_path(name), f"versions/{validate_skill_name(name)}"):
             found = self.unlink(relative) or found
-        versions = self.workspace / "versions" / validate_skill_name(name)
-        if versions.exists() or versions.is_symlink():
-            faults.step(f"remove versions/{name}/")
-            found = True
-            safe_rmtree(versions)
         return found
 
     def source(self, name: str) -> str | None:

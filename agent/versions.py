@@ -182,4 +182,4 @@ def amend(memory: Memory, library: SkillLibrary, name: str, tests: str, **fields
         memory.update(apply)
         library.save(name, code, tests)
         if old != path:
-            library.discard(old)
+            library.unlink(old)
